@@ -1,0 +1,96 @@
+"""REST: /api/v1/admin — user administration (more admin areas land with their features)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, Field
+
+from handlers.api import Api, path_uuid
+from handlers.schemas import Strict, UserOut
+from server.errors import ValidationFailed
+from server.keys import ADMIN_SERVICE
+from storage.users import UserRow, public_user
+
+api = Api("admin")
+P = "/api/v1/admin"
+
+
+class BanIn(Strict):
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class UserQuery(Strict):
+    q: str | None = Field(default=None, max_length=200)
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: str | None = None
+
+
+class UserPage(BaseModel):
+    items: list[UserOut]
+    next_cursor: str | None
+
+
+class AuditEntry(BaseModel):
+    id: int
+    actor_id: str | None
+    action: str
+    target_type: str
+    target_id: str
+    details: dict[str, Any]
+    created_at: datetime
+
+
+class AuditQuery(Strict):
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: str | None = None
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntry]
+    next_cursor: str | None
+
+
+@api.route("GET", f"{P}/users", summary="Search users (admin)", query=UserQuery, response=UserPage)
+async def list_users(request: web.Request, user: UserRow, query: UserQuery) -> dict[str, Any]:
+    before = None
+    if query.cursor:
+        try:
+            before = datetime.fromisoformat(query.cursor)
+        except ValueError as err:
+            raise ValidationFailed("cursor: invalid", details=[{"field": "cursor", "message": "invalid"}]) from err
+    rows = await request.app[ADMIN_SERVICE].search_users(user, query=query.q, before=before, limit=query.limit)
+    cursor = rows[-1].created_at.isoformat() if len(rows) == query.limit else None
+    return {"items": [public_user(r) for r in rows], "next_cursor": cursor}
+
+
+@api.route("GET", f"{P}/users/{{id}}", summary="One user (admin)", response=UserOut, errors=(404,))
+async def get_user(request: web.Request, user: UserRow) -> dict[str, Any]:
+    return public_user(await request.app[ADMIN_SERVICE].get_user(user, path_uuid(request)))
+
+
+@api.route("POST", f"{P}/users/{{id}}/ban", summary="Ban a user (admin)", body=BanIn, response=UserOut,
+           errors=(404,))
+async def ban_user(request: web.Request, user: UserRow, body: BanIn) -> dict[str, Any]:
+    """The user's sessions end at once and their sockets are closed."""
+    target = await request.app[ADMIN_SERVICE].set_ban(user, path_uuid(request), banned=True, reason=body.reason)
+    return public_user(target)
+
+
+@api.route("POST", f"{P}/users/{{id}}/unban", summary="Lift a ban (admin)", response=UserOut, errors=(404,))
+async def unban_user(request: web.Request, user: UserRow) -> dict[str, Any]:
+    target = await request.app[ADMIN_SERVICE].set_ban(user, path_uuid(request), banned=False, reason=None)
+    return public_user(target)
+
+
+@api.route("GET", f"{P}/audit-log", summary="Admin actions, newest first (admin)", query=AuditQuery,
+           response=AuditPage)
+async def audit_log(request: web.Request, user: UserRow, query: AuditQuery) -> dict[str, Any]:
+    before = int(query.cursor) if query.cursor and query.cursor.isdigit() else None
+    rows = await request.app[ADMIN_SERVICE].audit_log(user, before_id=before, limit=query.limit)
+    items = [
+        {**r.__dict__, "actor_id": str(r.actor_id) if r.actor_id else None} for r in rows
+    ]
+    return {"items": items, "next_cursor": str(rows[-1].id) if len(rows) == query.limit else None}

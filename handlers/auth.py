@@ -1,0 +1,142 @@
+"""REST: /api/v1/auth — register, login, refresh, logout, Firebase, profile, password."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import EmailStr, Field
+
+from handlers.api import Api
+from handlers.schemas import SessionOut, Strict, UserOut
+from server.keys import AUTH_SERVICE
+from services.auth import Session
+from storage.users import UserRow, public_user
+
+api = Api("auth")
+P = "/api/v1/auth"
+Password = Field(min_length=8, max_length=256)
+
+
+class RegisterIn(Strict):
+    email: EmailStr = Field(max_length=254)
+    password: str = Password
+    display_name: str | None = Field(default=None, min_length=1, max_length=80)
+
+
+class LoginIn(Strict):
+    email: EmailStr = Field(max_length=254)
+    password: str = Field(min_length=1, max_length=256)
+
+
+class RefreshIn(Strict):
+    refresh_token: str = Field(min_length=1, max_length=512)
+
+
+class FirebaseIn(Strict):
+    id_token: str = Field(min_length=1, max_length=8192)
+
+
+class FirebaseSessionOut(SessionOut):
+    created: bool
+
+
+class ProfileIn(Strict):
+    display_name: str | None = Field(default=None, min_length=1, max_length=80)
+    timezone: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+class PasswordIn(Strict):
+    current_password: str | None = Field(default=None, max_length=256)
+    new_password: str = Password
+
+
+def session_body(session: Session) -> dict[str, Any]:
+    return {
+        "user": public_user(session.user),
+        "access_token": session.access_token,
+        "refresh_token": session.refresh_token,
+        "expires_in": session.expires_in,
+    }
+
+
+def client_ip(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+@api.route("POST", f"{P}/register", summary="Create an account", body=RegisterIn, response=SessionOut,
+           status=201, auth=False, errors=(409, 429))
+async def register(request: web.Request, body: RegisterIn) -> dict[str, Any]:
+    session = await request.app[AUTH_SERVICE].register(
+        email=str(body.email), password=body.password, display_name=body.display_name
+    )
+    return session_body(session)
+
+
+@api.route("POST", f"{P}/login", summary="Sign in with email and password", body=LoginIn, response=SessionOut,
+           auth=False, errors=(401, 403, 429))
+async def login(request: web.Request, body: LoginIn) -> dict[str, Any]:
+    session = await request.app[AUTH_SERVICE].login(
+        email=str(body.email), password=body.password, ip=client_ip(request)
+    )
+    return session_body(session)
+
+
+@api.route("POST", f"{P}/refresh", summary="Rotate a refresh token", body=RefreshIn, response=SessionOut,
+           auth=False, errors=(401, 403))
+async def refresh(request: web.Request, body: RefreshIn) -> dict[str, Any]:
+    """The presented token stops working. Presenting an already-rotated token revokes its whole family."""
+    return session_body(await request.app[AUTH_SERVICE].refresh(body.refresh_token))
+
+
+@api.route("POST", f"{P}/logout", summary="End this session (revoke the refresh token)", body=RefreshIn, status=204)
+async def logout(request: web.Request, user: UserRow, body: RefreshIn) -> None:
+    await request.app[AUTH_SERVICE].logout(user, body.refresh_token)
+
+
+@api.route("POST", f"{P}/logout-all", summary="End every session of this account", status=204)
+async def logout_all(request: web.Request, user: UserRow) -> None:
+    """Revokes every refresh token and invalidates every access token already issued."""
+    await request.app[AUTH_SERVICE].logout_all(user)
+
+
+@api.route("POST", f"{P}/firebase", summary="Exchange a Firebase ID token for Parlor tokens", body=FirebaseIn,
+           response=FirebaseSessionOut, auth=False, errors=(401, 403, 409, 429, 503))
+async def firebase_sign_in(request: web.Request, body: FirebaseIn) -> dict[str, Any]:
+    session, created = await request.app[AUTH_SERVICE].firebase_sign_in(body.id_token, ip=client_ip(request))
+    return {**session_body(session), "created": created}
+
+
+@api.route("POST", f"{P}/link/firebase", summary="Link a Google (Firebase) account to this account",
+           body=FirebaseIn, response=UserOut, errors=(409, 503))
+async def link_firebase(request: web.Request, user: UserRow, body: FirebaseIn) -> dict[str, Any]:
+    return public_user(await request.app[AUTH_SERVICE].link_firebase(user, body.id_token))
+
+
+@api.route("DELETE", f"{P}/link/firebase", summary="Unlink the Google account (needs a password set)",
+           response=UserOut, errors=(409,))
+async def unlink_firebase(request: web.Request, user: UserRow) -> dict[str, Any]:
+    return public_user(await request.app[AUTH_SERVICE].unlink_firebase(user))
+
+
+@api.route("GET", f"{P}/me", summary="The signed-in user", response=UserOut)
+async def me(request: web.Request, user: UserRow) -> dict[str, Any]:
+    return public_user(user)
+
+
+@api.route("PATCH", f"{P}/me", summary="Update display name or time zone", body=ProfileIn, response=UserOut)
+async def update_me(request: web.Request, user: UserRow, body: ProfileIn) -> dict[str, Any]:
+    updated = await request.app[AUTH_SERVICE].update_profile(
+        user, display_name=body.display_name, timezone=body.timezone
+    )
+    return public_user(updated)
+
+
+@api.route("POST", f"{P}/password", summary="Change (or first set) the password", body=PasswordIn,
+           response=SessionOut)
+async def change_password(request: web.Request, user: UserRow, body: PasswordIn) -> dict[str, Any]:
+    """Every other session ends; the answer carries fresh tokens for this one."""
+    session = await request.app[AUTH_SERVICE].change_password(
+        user, current_password=body.current_password, new_password=body.new_password
+    )
+    return session_body(session)

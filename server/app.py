@@ -1,0 +1,143 @@
+"""Composition root: `create_app(settings)` wires every resource, in one order, opened and closed by
+cleanup contexts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+
+from handlers import admin as admin_handlers
+from handlers import auth as auth_handlers
+from handlers import docs as docs_handlers
+from handlers import health as health_handlers
+from providers.firebase_auth import FirebaseAdminVerifier
+from realtime import connection as socket_connection
+from realtime.emitter import SocketEvents
+from realtime.server import create_sio
+from server import middlewares
+from server.config import Settings
+from server.embedded import load_or_create_secret, start_embedded_postgres
+from server.keys import (
+    ADMIN_SERVICE,
+    AUTH_SERVICE,
+    DB_DSN,
+    LIMITER,
+    METRICS,
+    POOL,
+    REDIS,
+    REGISTRY,
+    SETTINGS,
+    SIGNER,
+    SIO,
+)
+from server.metrics import Metrics
+from server.tokens import TokenSigner
+from services.admin import AdminService
+from services.auth import AuthService
+from services.ratelimit import RateLimiter
+from storage.db import create_pool, migrate
+
+log = structlog.get_logger("parlor")
+HANDLER_MODULES = (health_handlers, docs_handlers, auth_handlers, admin_handlers)
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    embedded = None
+    dsn = settings.database_url
+    if dsn is None:
+        dsn, embedded = await start_embedded_postgres(settings.data_dir)
+    applied = await migrate(dsn)
+    if applied:
+        log.info("database migrated", versions=applied)
+    app[DB_DSN] = dsn
+    app[POOL] = await create_pool(dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+    yield
+    await app[POOL].close()
+    del embedded  # pgserver stops the embedded server when its last user exits
+
+
+async def _redis(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    if not settings.redis_url:
+        log.info("REDIS_URL unset: single node, in-process fan-out")
+        yield
+        return
+    client = Redis.from_url(settings.redis_url, health_check_interval=30, socket_keepalive=True)
+    app[REDIS] = client
+    try:
+        await client.ping()
+    except Exception as err:  # noqa: BLE001 - start anyway; /readyz reports it
+        log.warning("redis unreachable at start; serving single-node until it returns", error=str(err))
+    yield
+    await client.aclose()
+
+
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    events = SocketEvents(app[SIO])
+    firebase = FirebaseAdminVerifier.from_settings(settings.firebase_credentials, settings.firebase_project_id)
+    if firebase is None:
+        log.info("firebase sign-in disabled: FIREBASE_CREDENTIALS unset")
+    app[AUTH_SERVICE] = AuthService(
+        pool=app[POOL],
+        signer=app[SIGNER],
+        limiter=app[LIMITER],
+        events=events,
+        firebase=firebase,
+        admin_emails=settings.admin_email_set,
+        login_rate_per_minute=settings.login_rate_per_minute,
+        refresh_ttl=timedelta(days=settings.refresh_token_ttl_days),
+        argon2_time_cost=settings.argon2_time_cost,
+        argon2_memory_kib=settings.argon2_memory_kib,
+    )
+    app[ADMIN_SERVICE] = AdminService(pool=app[POOL], events=events)
+    socket_connection.register(app[SIO], auth_service=app[AUTH_SERVICE], metrics=app[METRICS])
+    log.info("parlor ready", ai_provider=settings.resolved_ai_provider)
+    yield
+    if firebase is not None:
+        firebase.close()
+
+
+async def _sockets_shutdown(app: web.Application) -> None:
+    # Runs before cleanup: tell every socket we are going so clients reconnect elsewhere at once.
+    sio = app[SIO]
+    rooms = sio.manager.rooms.get("/", {})
+    sids = list(rooms.get(None, {}))
+    for sid in sids:
+        await sio.disconnect(sid)
+    if sids:
+        log.info("closed sockets for shutdown", count=len(sids))
+
+
+def create_app(settings: Settings) -> web.Application:
+    client_max = max(settings.upload_max_bytes, settings.json_max_bytes) + 64 * 1024
+    app = web.Application(
+        client_max_size=client_max,
+        middlewares=[middlewares.request_context, middlewares.errors, middlewares.authentication],
+    )
+    app[SETTINGS] = settings
+    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
+    app[SIGNER] = TokenSigner(
+        secret or load_or_create_secret(settings.data_dir), ttl_seconds=settings.access_token_ttl_seconds
+    )
+    app[LIMITER] = RateLimiter(settings.redis_url, prefix=settings.redis_prefix)
+    app[REGISTRY] = CollectorRegistry()
+    app[METRICS] = Metrics.create(app[REGISTRY])
+    sio = create_sio(settings)
+    app[SIO] = sio
+    sio.attach(app, socketio_path="socket.io")
+
+    for module in HANDLER_MODULES:
+        module.api.register(app, json_max_bytes=settings.json_max_bytes)
+    docs_handlers.add_static(app)
+
+    # Order matters: database, then Redis, then the services built on both.
+    app.cleanup_ctx.extend([_database, _redis, _services])
+    app.on_shutdown.append(_sockets_shutdown)
+    return app

@@ -1,0 +1,83 @@
+"""Configuration: environment variables only (and an optional `.env`), names as in SPEC Appendix B."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("./.data")
+    database_url: str | None = None
+    db_pool_min: int = 1
+    db_pool_max: int = 10
+    redis_url: str | None = None
+    # Prefix for every Redis key and the Socket.IO channel, so several deployments (or test runs)
+    # can share one Redis.
+    redis_prefix: str = "parlor"
+
+    jwt_secret: SecretStr | None = None
+    access_token_ttl_seconds: int = 900
+    refresh_token_ttl_days: int = 30
+
+    ai_provider: Literal["gemini", "openai", "demo"] | None = None
+    gemini_api_key: SecretStr | None = None
+    gemini_model: str = "gemini-2.5-flash"
+    gemini_base_url: str | None = None
+    openai_base_url: str | None = None
+    openai_api_key: SecretStr | None = None
+    openai_model: str | None = None
+
+    stripe_secret_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_base: str | None = None
+
+    firebase_credentials: Path | None = None
+    # Needed to verify Firebase ID tokens when no service-account file is given (emulator, tests).
+    firebase_project_id: str | None = None
+
+    upload_max_bytes: int = 10 * 1024 * 1024
+    # Largest JSON body a REST endpoint accepts (uploads have their own limit).
+    json_max_bytes: int = 256 * 1024
+
+    free_daily_messages: int = 10
+    free_max_personas: int = 2
+    free_history_days: int = 7
+    free_storage_mb: int = 100
+    premium_daily_messages: int = 0
+    premium_max_personas: int = 0
+    premium_history_days: int = 0
+    premium_storage_mb: int = 5120
+
+    send_rate_per_minute: int = 60
+    login_rate_per_minute: int = 10
+
+    admin_emails: str = ""
+    cors_origins: str = "*"
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    shutdown_timeout_seconds: float = 10.0
+    argon2_time_cost: int = Field(default=3, ge=1)
+    argon2_memory_kib: int = Field(default=65536, ge=8)
+
+    @field_validator("database_url", "redis_url", "gemini_base_url", "openai_base_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def admin_email_set(self) -> frozenset[str]:
+        return frozenset(e.strip().lower() for e in self.admin_emails.split(",") if e.strip())
+
+    @property
+    def resolved_ai_provider(self) -> str:
+        if self.ai_provider:
+            return self.ai_provider
+        return "gemini" if self.gemini_api_key else "demo"

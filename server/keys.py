@@ -1,0 +1,28 @@
+"""Typed application keys: every shared resource, looked up as `app[KEY]`, no globals."""
+
+from __future__ import annotations
+
+import asyncpg
+import socketio
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+
+from server.config import Settings
+from server.metrics import Metrics
+from server.tokens import TokenSigner
+from services.admin import AdminService
+from services.auth import AuthService
+from services.ratelimit import RateLimiter
+
+SETTINGS = web.AppKey("settings", Settings)
+DB_DSN = web.AppKey("db_dsn", str)
+POOL = web.AppKey("pool", asyncpg.Pool)
+REDIS = web.AppKey("redis", Redis)  # absent when REDIS_URL is unset
+SIO = web.AppKey("sio", socketio.AsyncServer)
+SIGNER = web.AppKey("signer", TokenSigner)
+LIMITER = web.AppKey("limiter", RateLimiter)
+REGISTRY = web.AppKey("registry", CollectorRegistry)
+METRICS = web.AppKey("metrics", Metrics)
+AUTH_SERVICE = web.AppKey("auth_service", AuthService)
+ADMIN_SERVICE = web.AppKey("admin_service", AdminService)

@@ -1,0 +1,150 @@
+"""UserStore: the `users` table. Methods take the caller's connection (the caller owns the transaction)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+_COLUMNS = (
+    "id, email, password_hash, display_name, role, plan, timezone, firebase_uid,"
+    " banned_at, ban_reason, session_version, created_at, updated_at"
+)
+
+INSERT = f"""
+INSERT INTO users (email, password_hash, display_name, role, firebase_uid)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT DO NOTHING
+RETURNING {_COLUMNS}
+"""
+BY_ID = f"SELECT {_COLUMNS} FROM users WHERE id = $1"
+BY_ID_FOR_UPDATE = f"SELECT {_COLUMNS} FROM users WHERE id = $1 FOR UPDATE"
+BY_EMAIL = f"SELECT {_COLUMNS} FROM users WHERE lower(email) = lower($1)"
+BY_FIREBASE_UID = f"SELECT {_COLUMNS} FROM users WHERE firebase_uid = $1"
+UPDATE_PROFILE = f"""
+UPDATE users SET display_name = COALESCE($2, display_name), timezone = COALESCE($3, timezone),
+                 updated_at = now()
+WHERE id = $1 RETURNING {_COLUMNS}
+"""
+SET_PASSWORD = f"""
+UPDATE users SET password_hash = $2, session_version = session_version + 1, updated_at = now()
+WHERE id = $1 RETURNING {_COLUMNS}
+"""
+SET_ROLE = f"UPDATE users SET role = $2, updated_at = now() WHERE id = $1 RETURNING {_COLUMNS}"
+SET_FIREBASE_UID = (
+    f"UPDATE users SET firebase_uid = $2, updated_at = now() WHERE id = $1 RETURNING {_COLUMNS}"
+)
+BUMP_SESSION_VERSION = f"""
+UPDATE users SET session_version = session_version + 1, updated_at = now()
+WHERE id = $1 RETURNING {_COLUMNS}
+"""
+SET_BAN = f"""
+UPDATE users SET banned_at = CASE WHEN $2 THEN now() END, ban_reason = CASE WHEN $2 THEN $3 END,
+                 session_version = session_version + CASE WHEN $2 THEN 1 ELSE 0 END, updated_at = now()
+WHERE id = $1 RETURNING {_COLUMNS}
+"""
+SEARCH = f"""
+SELECT {_COLUMNS} FROM users
+WHERE ($1::text IS NULL OR email ILIKE '%' || $1 || '%' OR display_name ILIKE '%' || $1 || '%')
+  AND ($2::timestamptz IS NULL OR created_at < $2)
+ORDER BY created_at DESC LIMIT $3
+"""
+
+
+@dataclass(frozen=True)
+class UserRow:
+    id: UUID
+    email: str
+    password_hash: str | None
+    display_name: str
+    role: str
+    plan: str
+    timezone: str
+    firebase_uid: str | None
+    banned_at: datetime | None
+    ban_reason: str | None
+    session_version: int
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def is_banned(self) -> bool:
+        return self.banned_at is not None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+def _row(record: asyncpg.Record | None) -> UserRow | None:
+    return UserRow(**dict(record)) if record is not None else None
+
+
+class UserStore:
+    async def insert(
+        self,
+        conn: asyncpg.Connection,
+        *,
+        email: str,
+        password_hash: str | None,
+        display_name: str,
+        role: str,
+        firebase_uid: str | None = None,
+    ) -> UserRow | None:
+        """Returns None when the email (or Firebase uid) is already taken."""
+        return _row(await conn.fetchrow(INSERT, email, password_hash, display_name, role, firebase_uid))
+
+    async def get(self, conn: asyncpg.Connection, user_id: UUID, *, for_update: bool = False) -> UserRow | None:
+        return _row(await conn.fetchrow(BY_ID_FOR_UPDATE if for_update else BY_ID, user_id))
+
+    async def by_email(self, conn: asyncpg.Connection, email: str) -> UserRow | None:
+        return _row(await conn.fetchrow(BY_EMAIL, email))
+
+    async def by_firebase_uid(self, conn: asyncpg.Connection, uid: str) -> UserRow | None:
+        return _row(await conn.fetchrow(BY_FIREBASE_UID, uid))
+
+    async def update_profile(
+        self, conn: asyncpg.Connection, user_id: UUID, *, display_name: str | None, timezone: str | None
+    ) -> UserRow | None:
+        return _row(await conn.fetchrow(UPDATE_PROFILE, user_id, display_name, timezone))
+
+    async def set_password(self, conn: asyncpg.Connection, user_id: UUID, password_hash: str) -> UserRow | None:
+        return _row(await conn.fetchrow(SET_PASSWORD, user_id, password_hash))
+
+    async def set_role(self, conn: asyncpg.Connection, user_id: UUID, role: str) -> UserRow | None:
+        return _row(await conn.fetchrow(SET_ROLE, user_id, role))
+
+    async def set_firebase_uid(self, conn: asyncpg.Connection, user_id: UUID, uid: str | None) -> UserRow | None:
+        return _row(await conn.fetchrow(SET_FIREBASE_UID, user_id, uid))
+
+    async def bump_session_version(self, conn: asyncpg.Connection, user_id: UUID) -> UserRow | None:
+        return _row(await conn.fetchrow(BUMP_SESSION_VERSION, user_id))
+
+    async def set_ban(
+        self, conn: asyncpg.Connection, user_id: UUID, *, banned: bool, reason: str | None
+    ) -> UserRow | None:
+        return _row(await conn.fetchrow(SET_BAN, user_id, banned, reason))
+
+    async def search(
+        self, conn: asyncpg.Connection, *, query: str | None, before: datetime | None, limit: int
+    ) -> list[UserRow]:
+        return [UserRow(**dict(r)) for r in await conn.fetch(SEARCH, query, before, limit)]
+
+
+def public_user(user: UserRow) -> dict[str, Any]:
+    """The user shape of SPEC Appendix C."""
+    return {
+        "id": str(user.id),
+        "email": user.email,
+        "display_name": user.display_name,
+        "role": user.role,
+        "plan": user.plan,
+        "timezone": user.timezone,
+        "created_at": user.created_at.isoformat(),
+        "has_password": user.password_hash is not None,
+        "firebase_linked": user.firebase_uid is not None,
+        "banned": user.is_banned,
+    }

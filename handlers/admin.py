@@ -71,8 +71,7 @@ async def get_user(request: web.Request, user: UserRow) -> dict[str, Any]:
     return public_user(await request.app[ADMIN_SERVICE].get_user(user, path_uuid(request)))
 
 
-@api.route("POST", f"{P}/users/{{id}}/ban", summary="Ban a user (admin)", body=BanIn, response=UserOut,
-           errors=(404,))
+@api.route("POST", f"{P}/users/{{id}}/ban", summary="Ban a user (admin)", body=BanIn, response=UserOut, errors=(404,))
 async def ban_user(request: web.Request, user: UserRow, body: BanIn) -> dict[str, Any]:
     """The user's sessions end at once and their sockets are closed."""
     target = await request.app[ADMIN_SERVICE].set_ban(user, path_uuid(request), banned=True, reason=body.reason)
@@ -85,12 +84,9 @@ async def unban_user(request: web.Request, user: UserRow) -> dict[str, Any]:
     return public_user(target)
 
 
-@api.route("GET", f"{P}/audit-log", summary="Admin actions, newest first (admin)", query=AuditQuery,
-           response=AuditPage)
+@api.route("GET", f"{P}/audit-log", summary="Admin actions, newest first (admin)", query=AuditQuery, response=AuditPage)
 async def audit_log(request: web.Request, user: UserRow, query: AuditQuery) -> dict[str, Any]:
     before = int(query.cursor) if query.cursor and query.cursor.isdigit() else None
     rows = await request.app[ADMIN_SERVICE].audit_log(user, before_id=before, limit=query.limit)
-    items = [
-        {**r.__dict__, "actor_id": str(r.actor_id) if r.actor_id else None} for r in rows
-    ]
+    items = [{**r.__dict__, "actor_id": str(r.actor_id) if r.actor_id else None} for r in rows]
     return {"items": items, "next_cursor": str(rows[-1].id) if len(rows) == query.limit else None}

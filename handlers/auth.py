@@ -64,8 +64,16 @@ def client_ip(request: web.Request) -> str:
     return request.remote or "unknown"
 
 
-@api.route("POST", f"{P}/register", summary="Create an account", body=RegisterIn, response=SessionOut,
-           status=201, auth=False, errors=(409, 429))
+@api.route(
+    "POST",
+    f"{P}/register",
+    summary="Create an account",
+    body=RegisterIn,
+    response=SessionOut,
+    status=201,
+    auth=False,
+    errors=(409, 429),
+)
 async def register(request: web.Request, body: RegisterIn) -> dict[str, Any]:
     session = await request.app[AUTH_SERVICE].register(
         email=str(body.email), password=body.password, display_name=body.display_name
@@ -73,8 +81,15 @@ async def register(request: web.Request, body: RegisterIn) -> dict[str, Any]:
     return session_body(session)
 
 
-@api.route("POST", f"{P}/login", summary="Sign in with email and password", body=LoginIn, response=SessionOut,
-           auth=False, errors=(401, 403, 429))
+@api.route(
+    "POST",
+    f"{P}/login",
+    summary="Sign in with email and password",
+    body=LoginIn,
+    response=SessionOut,
+    auth=False,
+    errors=(401, 403, 429),
+)
 async def login(request: web.Request, body: LoginIn) -> dict[str, Any]:
     session = await request.app[AUTH_SERVICE].login(
         email=str(body.email), password=body.password, ip=client_ip(request)
@@ -82,8 +97,15 @@ async def login(request: web.Request, body: LoginIn) -> dict[str, Any]:
     return session_body(session)
 
 
-@api.route("POST", f"{P}/refresh", summary="Rotate a refresh token", body=RefreshIn, response=SessionOut,
-           auth=False, errors=(401, 403))
+@api.route(
+    "POST",
+    f"{P}/refresh",
+    summary="Rotate a refresh token",
+    body=RefreshIn,
+    response=SessionOut,
+    auth=False,
+    errors=(401, 403),
+)
 async def refresh(request: web.Request, body: RefreshIn) -> dict[str, Any]:
     """The presented token stops working. Presenting an already-rotated token revokes its whole family."""
     return session_body(await request.app[AUTH_SERVICE].refresh(body.refresh_token))
@@ -100,21 +122,39 @@ async def logout_all(request: web.Request, user: UserRow) -> None:
     await request.app[AUTH_SERVICE].logout_all(user)
 
 
-@api.route("POST", f"{P}/firebase", summary="Exchange a Firebase ID token for Parlor tokens", body=FirebaseIn,
-           response=FirebaseSessionOut, auth=False, errors=(401, 403, 409, 429, 503))
+@api.route(
+    "POST",
+    f"{P}/firebase",
+    summary="Exchange a Firebase ID token for Parlor tokens",
+    body=FirebaseIn,
+    response=FirebaseSessionOut,
+    auth=False,
+    errors=(401, 403, 409, 429, 503),
+)
 async def firebase_sign_in(request: web.Request, body: FirebaseIn) -> dict[str, Any]:
     session, created = await request.app[AUTH_SERVICE].firebase_sign_in(body.id_token, ip=client_ip(request))
     return {**session_body(session), "created": created}
 
 
-@api.route("POST", f"{P}/link/firebase", summary="Link a Google (Firebase) account to this account",
-           body=FirebaseIn, response=UserOut, errors=(409, 503))
+@api.route(
+    "POST",
+    f"{P}/link/firebase",
+    summary="Link a Google (Firebase) account to this account",
+    body=FirebaseIn,
+    response=UserOut,
+    errors=(409, 503),
+)
 async def link_firebase(request: web.Request, user: UserRow, body: FirebaseIn) -> dict[str, Any]:
     return public_user(await request.app[AUTH_SERVICE].link_firebase(user, body.id_token))
 
 
-@api.route("DELETE", f"{P}/link/firebase", summary="Unlink the Google account (needs a password set)",
-           response=UserOut, errors=(409,))
+@api.route(
+    "DELETE",
+    f"{P}/link/firebase",
+    summary="Unlink the Google account (needs a password set)",
+    response=UserOut,
+    errors=(409,),
+)
 async def unlink_firebase(request: web.Request, user: UserRow) -> dict[str, Any]:
     return public_user(await request.app[AUTH_SERVICE].unlink_firebase(user))
 
@@ -132,8 +172,7 @@ async def update_me(request: web.Request, user: UserRow, body: ProfileIn) -> dic
     return public_user(updated)
 
 
-@api.route("POST", f"{P}/password", summary="Change (or first set) the password", body=PasswordIn,
-           response=SessionOut)
+@api.route("POST", f"{P}/password", summary="Change (or first set) the password", body=PasswordIn, response=SessionOut)
 async def change_password(request: web.Request, user: UserRow, body: PasswordIn) -> dict[str, Any]:
     """Every other session ends; the answer carries fresh tokens for this one."""
     session = await request.app[AUTH_SERVICE].change_password(

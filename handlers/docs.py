@@ -32,14 +32,21 @@ async def openapi(request: web.Request) -> dict[str, Any]:
     return cache
 
 
-@api.route("GET", "/api/docs", summary="Browsable API documentation", auth=False, response=str,
-           content_type="text/html")
+@api.route(
+    "GET", "/api/docs", summary="Browsable API documentation", auth=False, response=str, content_type="text/html"
+)
 async def docs_page(request: web.Request) -> web.Response:
     return web.Response(text=_PAGE, content_type="text/html")
 
 
-@api.route("GET", "/api/docs/init.js", summary="Swagger UI start-up script", auth=False, response=str,
-           content_type="application/javascript")
+@api.route(
+    "GET",
+    "/api/docs/init.js",
+    summary="Swagger UI start-up script",
+    auth=False,
+    response=str,
+    content_type="application/javascript",
+)
 async def docs_init(request: web.Request) -> web.Response:
     # A file rather than an inline script so a strict Content-Security-Policy can forbid inline code.
     return web.Response(text=_INIT, content_type="application/javascript")

@@ -30,8 +30,7 @@ async def healthz(request: web.Request) -> dict[str, Any]:
     return {"status": "ok"}
 
 
-@api.route("GET", "/readyz", summary="Database and Redis reachability", response=Readiness, auth=False,
-           errors=(503,))
+@api.route("GET", "/readyz", summary="Database and Redis reachability", response=Readiness, auth=False, errors=(503,))
 async def readyz(request: web.Request) -> web.Response:
     """503 when PostgreSQL is unreachable. Redis down is `degraded`: the node keeps serving alone."""
     database = "ok"
@@ -54,7 +53,6 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if database == "ok" else 503)
 
 
-@api.route("GET", "/metrics", summary="Prometheus metrics", auth=False, response=str,
-           content_type=CONTENT_TYPE_LATEST)
+@api.route("GET", "/metrics", summary="Prometheus metrics", auth=False, response=str, content_type=CONTENT_TYPE_LATEST)
 async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(request.app[REGISTRY]), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
@@ -65,7 +66,8 @@ def _parameters(path: str, endpoint: Endpoint | None, components: dict[str, Any]
 def _operation(method: str, path: str, handler: Any, components: dict[str, Any]) -> dict[str, Any]:
     endpoint: Endpoint | None = getattr(handler, "__endpoint__", None)
     doc = (handler.__doc__ or "").strip()
-    op: dict[str, Any] = {"operationId": f"{method.lower()}_{path.strip('/').replace('/', '_').replace('{', '').replace('}', '') or 'root'}"}
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", path).strip("_") or "root"
+    op: dict[str, Any] = {"operationId": f"{method.lower()}_{slug}"}
     if endpoint is None:
         op["summary"] = doc.splitlines()[0] if doc else path
         op["tags"] = ["system"]

@@ -9,8 +9,8 @@ import structlog
 
 from realtime.emitter import user_room
 from server.errors import AppError
-from services.auth import AuthService
 from server.metrics import Metrics
+from services.auth import AuthService
 
 log = structlog.get_logger("parlor.socket")
 

@@ -14,9 +14,14 @@ def main() -> None:
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
     log = structlog.get_logger("parlor")
-    log.info("starting", host=settings.host, port=settings.port, data_dir=str(settings.data_dir.resolve()),
-             database="external" if settings.database_url else "embedded",
-             redis="configured" if settings.redis_url else "none")
+    log.info(
+        "starting",
+        host=settings.host,
+        port=settings.port,
+        data_dir=str(settings.data_dir.resolve()),
+        database="external" if settings.database_url else "embedded",
+        redis="configured" if settings.redis_url else "none",
+    )
     # run_app turns SIGTERM/SIGINT into a graceful shutdown: stop accepting, run on_shutdown
     # (sockets told to go), wait for in-flight requests up to the timeout, then cleanup contexts.
     web.run_app(

@@ -75,9 +75,7 @@ class RateLimited(AppError):
 
     def __init__(self, message: str, *, retry_after: int) -> None:
         retry_after = max(1, retry_after)
-        super().__init__(
-            message, details={"retry_after": retry_after}, headers={"Retry-After": str(retry_after)}
-        )
+        super().__init__(message, details={"retry_after": retry_after}, headers={"Retry-After": str(retry_after)})
         self.retry_after = retry_after
 
 

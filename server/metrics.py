@@ -17,9 +17,7 @@ class Metrics:
     @classmethod
     def create(cls, registry: CollectorRegistry) -> Metrics:
         return cls(
-            requests=Counter(
-                "parlor_http_requests", "HTTP requests", ["method", "route", "status"], registry=registry
-            ),
+            requests=Counter("parlor_http_requests", "HTTP requests", ["method", "route", "status"], registry=registry),
             latency=Histogram(
                 "parlor_http_request_duration_seconds", "HTTP request latency", ["method", "route"], registry=registry
             ),

@@ -59,8 +59,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         metrics.requests.labels(request.method, route, str(status)).inc()
         metrics.latency.labels(request.method, route).observe(elapsed)
         if not request.path.startswith(("/socket.io", "/metrics", "/healthz")):
-            log.info("request", method=request.method, path=request.path, status=status,
-                     ms=round(elapsed * 1000, 1))
+            log.info("request", method=request.method, path=request.path, status=status, ms=round(elapsed * 1000, 1))
         structlog.contextvars.clear_contextvars()
 
 
@@ -73,8 +72,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if err.status >= 500:
             log.warning("request failed", code=err.code, error=err.message)
         return error_response(err, request_id)
-    except web.HTTPRequestEntityTooLarge as err:
-        return error_response(PayloadTooLarge(f"body is larger than {err.max_size} bytes"), request_id)
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(PayloadTooLarge("body is too large"), request_id)
     except web.HTTPException as err:
         if err.status < 400:
             raise

@@ -270,7 +270,9 @@ class AuthService:
             try:
                 updated = await self._users.set_firebase_uid(conn, user.id, identity.uid)
             except asyncpg.UniqueViolationError as err:
-                raise Conflict("this Google account is linked to another user", code="firebase_linked_elsewhere") from err
+                raise Conflict(
+                    "this Google account is linked to another user", code="firebase_linked_elsewhere"
+                ) from err
         if updated is None:
             raise Unauthorized("account no longer exists")
         return updated

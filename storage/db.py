@@ -27,6 +27,8 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.InterfaceError,
+    # What a connection the server killed while idle raises on its next use.
+    asyncpg.exceptions.InternalClientError,
 )
 
 

@@ -16,9 +16,7 @@ VALUES ($1, $2, $3, $4) RETURNING {_COLUMNS}
 """
 BY_HASH_FOR_UPDATE = f"SELECT {_COLUMNS} FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE"
 MARK_ROTATED = "UPDATE refresh_tokens SET revoked_at = now(), replaced_by = $2 WHERE id = $1"
-REVOKE_FAMILY = (
-    "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL"
-)
+REVOKE_FAMILY = "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL"
 REVOKE_USER = "UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL"
 
 

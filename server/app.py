@@ -15,6 +15,7 @@ from handlers import admin as admin_handlers
 from handlers import auth as auth_handlers
 from handlers import docs as docs_handlers
 from handlers import health as health_handlers
+from handlers import personas as persona_handlers
 from providers.firebase_auth import FirebaseAdminVerifier
 from realtime import connection as socket_connection
 from realtime.emitter import SocketEvents
@@ -28,6 +29,8 @@ from server.keys import (
     DB_DSN,
     LIMITER,
     METRICS,
+    PERSONA_SERVICE,
+    PLANS,
     POOL,
     REDIS,
     REGISTRY,
@@ -39,11 +42,13 @@ from server.metrics import Metrics
 from server.tokens import TokenSigner
 from services.admin import AdminService
 from services.auth import AuthService
+from services.personas import PersonaService
+from services.plans import Plans
 from services.ratelimit import RateLimiter
 from storage.db import create_pool, migrate
 
 log = structlog.get_logger("parlor")
-HANDLER_MODULES = (health_handlers, docs_handlers, auth_handlers, admin_handlers)
+HANDLER_MODULES = (health_handlers, docs_handlers, auth_handlers, admin_handlers, persona_handlers)
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -97,6 +102,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         argon2_memory_kib=settings.argon2_memory_kib,
     )
     app[ADMIN_SERVICE] = AdminService(pool=app[POOL], events=events)
+    app[PERSONA_SERVICE] = PersonaService(pool=app[POOL], plans=app[PLANS], events=events)
     socket_connection.register(app[SIO], auth_service=app[AUTH_SERVICE], metrics=app[METRICS])
     log.info("parlor ready", ai_provider=settings.resolved_ai_provider)
     yield
@@ -126,6 +132,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SIGNER] = TokenSigner(
         secret or load_or_create_secret(settings.data_dir), ttl_seconds=settings.access_token_ttl_seconds
     )
+    app[PLANS] = Plans(settings)
     app[LIMITER] = RateLimiter(settings.redis_url, prefix=settings.redis_prefix)
     app[REGISTRY] = CollectorRegistry()
     app[METRICS] = Metrics.create(app[REGISTRY])

@@ -13,6 +13,8 @@ from server.metrics import Metrics
 from server.tokens import TokenSigner
 from services.admin import AdminService
 from services.auth import AuthService
+from services.personas import PersonaService
+from services.plans import Plans
 from services.ratelimit import RateLimiter
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -26,3 +28,5 @@ REGISTRY = web.AppKey("registry", CollectorRegistry)
 METRICS = web.AppKey("metrics", Metrics)
 AUTH_SERVICE = web.AppKey("auth_service", AuthService)
 ADMIN_SERVICE = web.AppKey("admin_service", AdminService)
+PLANS = web.AppKey("plans", Plans)
+PERSONA_SERVICE = web.AppKey("persona_service", PersonaService)

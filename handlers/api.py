@@ -3,6 +3,7 @@ the OpenAPI entry, so the document can never drift from what the handlers accept
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -148,6 +149,25 @@ def path_uuid(request: web.Request, name: str = "id") -> UUID:
         return UUID(request.match_info[name])
     except ValueError as err:
         raise ValidationFailed(f"{name}: not a valid id", details=[{"field": name, "message": "not a UUID"}]) from err
+
+
+def encode_cursor(position: BaseModel) -> str:
+    """An opaque `next_cursor`: the position model as URL-safe base64 JSON. Clients pass it back as is."""
+    return base64.urlsafe_b64encode(position.model_dump_json().encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, model: type[M]) -> M | None:
+    """The position in a cursor made by `encode_cursor`; None for no cursor; 422 naming `cursor` if it
+    was not made by us (or was made for another list)."""
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        return model.model_validate_json(raw)
+    except ValueError as err:  # bad base64, bad JSON, wrong shape: all ValueErrors
+        raise ValidationFailed(
+            "cursor: invalid", details=[{"field": "cursor", "message": "not a cursor from this list"}]
+        ) from err
 
 
 def error_response(err: AppError, request_id: str | None = None) -> web.Response:

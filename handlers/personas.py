@@ -1,7 +1,198 @@
-"""REST: /api/v1/personas."""
+"""REST: /api/v1/personas — CRUD, clone, search, trending.
+
+Cursors are opaque (handlers.api.encode_cursor). `GET /personas` pages by keyset on (created_at, id),
+newest first, so pages never repeat or skip a persona even while personas are added. Search and
+trending are ranked lists whose order moves as data changes; their cursor holds an offset.
+"""
 
 from __future__ import annotations
 
-from handlers.api import Api
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from handlers.api import Api, decode_cursor, encode_cursor, path_uuid
+from handlers.schemas import Strict
+from server.keys import PERSONA_SERVICE
+from services.personas import Slice
+from storage.personas import ScoredPersona, public_persona
+from storage.users import UserRow
 
 api = Api("personas")
+P = "/api/v1/personas"
+
+Name = Annotated[str, Field(min_length=1, max_length=80)]
+Description = Annotated[str, Field(max_length=2000)]
+Personality = Annotated[str, Field(max_length=8000, description="The system prompt: who the persona is")]
+Greeting = Annotated[str, Field(max_length=2000, description="The persona's first message in a new chat")]
+Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32)]
+Tags = Annotated[
+    list[Tag], Field(max_length=20, description="Up to 20 tags of 1..32 characters; stored lowercased, deduplicated")
+]
+Visibility = Literal["private", "public"]
+Limit = Field(default=20, ge=1, le=100)
+Cursor = Field(default=None, max_length=512, description="next_cursor of the previous page")
+
+
+class PersonaIn(Strict):
+    name: Name
+    description: Description = ""
+    personality: Personality = ""
+    greeting: Greeting = ""
+    tags: Tags = []
+    visibility: Visibility = "private"
+
+
+class PersonaPatch(Strict):
+    """Any subset of the persona's fields; a field left out is left as it is (null is refused)."""
+
+    name: Name | None = None
+    description: Description | None = None
+    personality: Personality | None = None
+    greeting: Greeting | None = None
+    tags: Tags | None = None
+    visibility: Visibility | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("may not be null; leave the field out to keep it")
+        return value
+
+
+class PersonaOut(BaseModel):
+    id: UUID
+    owner_id: UUID
+    name: str
+    description: str
+    personality: str
+    greeting: str
+    tags: list[str]
+    visibility: Visibility
+    avatar_file_id: UUID | None
+    cloned_from: UUID | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ScoredPersonaOut(PersonaOut):
+    score: float = Field(description="Search rank, or trending score (0 for no recent activity)")
+
+
+class PersonaPage(BaseModel):
+    items: list[PersonaOut]
+    next_cursor: str | None
+
+
+class ScoredPersonaPage(BaseModel):
+    items: list[ScoredPersonaOut]
+    next_cursor: str | None
+
+
+class ListQuery(Strict):
+    limit: int = Limit
+    cursor: str | None = Cursor
+
+
+class SearchQuery(ListQuery):
+    q: str = Field(min_length=1, max_length=200, description='Words to find (web-search syntax: "quoted", -not, or)')
+
+
+class TrendingQuery(ListQuery):
+    pass
+
+
+class _Keyset(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    created_at: datetime
+    id: UUID
+
+
+class _Offset(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    offset: int = Field(ge=0)
+
+
+def _scored_page(page: Slice[ScoredPersona], offset: int) -> dict[str, Any]:
+    items = [{**public_persona(s.persona), "score": s.score} for s in page.items]
+    cursor = encode_cursor(_Offset(offset=offset + len(page.items))) if page.more else None
+    return {"items": items, "next_cursor": cursor}
+
+
+def _offset(cursor: str | None) -> int:
+    position = decode_cursor(cursor, _Offset)
+    return position.offset if position is not None else 0
+
+
+@api.route("GET", P, summary="My personas, newest first", query=ListQuery, response=PersonaPage)
+async def list_personas(request: web.Request, user: UserRow, query: ListQuery) -> dict[str, Any]:
+    position = decode_cursor(query.cursor, _Keyset)
+    before = (position.created_at, position.id) if position is not None else None
+    page = await request.app[PERSONA_SERVICE].list_own(user, before=before, limit=query.limit)
+    cursor = None
+    if page.more:
+        last = page.items[-1]
+        cursor = encode_cursor(_Keyset(created_at=last.created_at, id=last.id))
+    return {"items": [public_persona(p) for p in page.items], "next_cursor": cursor}
+
+
+@api.route("POST", P, summary="Create a persona", body=PersonaIn, response=PersonaOut, status=201, errors=(403,))
+async def create_persona(request: web.Request, user: UserRow, body: PersonaIn) -> dict[str, Any]:
+    """403 `plan_limit` when the user already has as many personas as their plan allows."""
+    persona = await request.app[PERSONA_SERVICE].create(user, **body.model_dump())
+    return public_persona(persona)
+
+
+# Registered before /personas/{id}, which would otherwise capture "search" and "trending".
+@api.route(
+    "GET", f"{P}/search", summary="Search public personas and mine", query=SearchQuery, response=ScoredPersonaPage
+)
+async def search_personas(request: web.Request, user: UserRow, query: SearchQuery) -> dict[str, Any]:
+    """Full-text search over name (weighted highest), tags, description and personality; best first."""
+    offset = _offset(query.cursor)
+    page = await request.app[PERSONA_SERVICE].search(user, query.q, offset=offset, limit=query.limit)
+    return _scored_page(page, offset)
+
+
+@api.route("GET", f"{P}/trending", summary="Trending public personas", query=TrendingQuery, response=ScoredPersonaPage)
+async def trending_personas(request: web.Request, user: UserRow, query: TrendingQuery) -> dict[str, Any]:
+    """Score = sum of (chats * 3 + messages) * 0.5 ** (age in days / 2) over the last 14 days; then personas with
+    no recent activity (score 0), newest first."""
+    offset = _offset(query.cursor)
+    page = await request.app[PERSONA_SERVICE].trending(offset=offset, limit=query.limit)
+    return _scored_page(page, offset)
+
+
+@api.route("GET", f"{P}/{{id}}", summary="One persona (mine or public)", response=PersonaOut, errors=(404,))
+async def get_persona(request: web.Request, user: UserRow) -> dict[str, Any]:
+    return public_persona(await request.app[PERSONA_SERVICE].get_readable(user, path_uuid(request)))
+
+
+@api.route("PUT", f"{P}/{{id}}", summary="Change my persona", body=PersonaPatch, response=PersonaOut, errors=(404,))
+async def update_persona(request: web.Request, user: UserRow, body: PersonaPatch) -> dict[str, Any]:
+    """Send all fields or only those to change."""
+    persona_id = path_uuid(request)
+    persona = await request.app[PERSONA_SERVICE].update(user, persona_id, **body.model_dump(exclude_unset=True))
+    return public_persona(persona)
+
+
+@api.route("DELETE", f"{P}/{{id}}", summary="Delete my persona", status=204, errors=(404,))
+async def delete_persona(request: web.Request, user: UserRow) -> None:
+    await request.app[PERSONA_SERVICE].delete(user, path_uuid(request))
+
+
+@api.route(
+    "POST",
+    f"{P}/{{id}}/clone",
+    summary="Copy a persona (mine or public) into a private one of mine",
+    response=PersonaOut,
+    status=201,
+    errors=(403, 404),
+)
+async def clone_persona(request: web.Request, user: UserRow) -> dict[str, Any]:
+    """Counts against the plan's persona limit (403 `plan_limit`)."""
+    return public_persona(await request.app[PERSONA_SERVICE].clone(user, path_uuid(request)))

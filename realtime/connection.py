@@ -1,4 +1,5 @@
-"""Connect and disconnect: the access token in the connect `auth` payload decides, before anything else."""
+"""Connect and disconnect: the access token in the connect `auth` payload decides, before anything else.
+Presence (online/offline across a user's sockets) is announced to the user's own sockets."""
 
 from __future__ import annotations
 
@@ -7,15 +8,20 @@ from typing import Any
 import socketio
 import structlog
 
-from realtime.emitter import user_room
+from realtime.acks import failed
+from realtime.guard import SocketUsers
+from realtime.presence import Presence
 from server.errors import AppError
 from server.metrics import Metrics
 from services.auth import AuthService
+from services.events import user_room
 
 log = structlog.get_logger("parlor.socket")
 
 
-def register(sio: socketio.AsyncServer, *, auth_service: AuthService, metrics: Metrics) -> None:
+def register(
+    sio: socketio.AsyncServer, *, auth_service: AuthService, users: SocketUsers, presence: Presence, metrics: Metrics
+) -> None:
     @sio.event
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         token = auth.get("token") if isinstance(auth, dict) else None
@@ -28,14 +34,26 @@ def register(sio: socketio.AsyncServer, *, auth_service: AuthService, metrics: M
         except AppError as err:
             # The client reads err.message and err.data.code (e.g. token_expired → refresh and retry).
             raise socketio.exceptions.ConnectionRefusedError(err.message, {"code": err.code}) from err
-        await sio.save_session(sid, {"user_id": str(user.id), "role": user.role})
+        await users.remember(sid, user)
         await sio.enter_room(sid, user_room(user.id))
         metrics.sockets.inc()
+        count = await presence.add(user.id, sid)
+        if count == 1:
+            await sio.emit("presence", {"user_id": str(user.id), "online": True}, room=user_room(user.id))
         log.info("socket connected", user_id=str(user.id), sid=sid)
 
     @sio.event
     async def disconnect(sid: str, reason: Any = None) -> None:
         session = await sio.get_session(sid)
-        if session:
-            metrics.sockets.dec()
-            log.info("socket disconnected", user_id=session.get("user_id"), sid=sid)
+        if not session or "user_id" not in session:
+            return
+        user_id = session["user_id"]
+        metrics.sockets.dec()
+        remaining = await presence.remove(user_id, sid)
+        if remaining == 0:
+            await sio.emit("presence", {"user_id": str(user_id), "online": False}, room=user_room(user_id))
+        log.info("socket disconnected", user_id=str(user_id), sid=sid)
+
+    @sio.on("*")
+    async def unknown_event(event: str, sid: str, *args: Any) -> dict[str, Any]:
+        return failed("unknown_event", f"unknown event {event!r}")

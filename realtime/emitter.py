@@ -8,15 +8,9 @@ from uuid import UUID
 import socketio
 import structlog
 
+from services.events import user_room
+
 log = structlog.get_logger(__name__)
-
-
-def user_room(user_id: UUID | str) -> str:
-    return f"user:{user_id}"
-
-
-def chat_room(session_id: UUID | str) -> str:
-    return f"chat:{session_id}"
 
 
 class SocketEvents:
@@ -28,6 +22,10 @@ class SocketEvents:
 
     async def to_room(self, room: str, event: str, data: dict[str, Any], *, skip_sid: str | None = None) -> None:
         await self._sio.emit(event, data, room=room, skip_sid=skip_sid)
+
+    async def to_rooms(self, rooms: list[str], event: str, data: dict[str, Any]) -> None:
+        # One emit with a list of rooms: python-socketio sends once per socket across the rooms.
+        await self._sio.emit(event, data, room=rooms)
 
     async def disconnect_user(self, user_id: UUID, *, reason: str) -> None:
         room = user_room(user_id)

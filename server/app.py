@@ -13,12 +13,17 @@ from redis.asyncio import Redis
 
 from handlers import admin as admin_handlers
 from handlers import auth as auth_handlers
+from handlers import chat as chat_handlers
 from handlers import docs as docs_handlers
 from handlers import health as health_handlers
 from handlers import personas as persona_handlers
 from providers.firebase_auth import FirebaseAdminVerifier
+from realtime import chat_events
 from realtime import connection as socket_connection
+from realtime.acks import EventRegistry
 from realtime.emitter import SocketEvents
+from realtime.guard import SocketUsers
+from realtime.presence import Presence
 from realtime.server import create_sio
 from server import middlewares
 from server.config import Settings
@@ -26,6 +31,7 @@ from server.embedded import load_or_create_secret, start_embedded_postgres
 from server.keys import (
     ADMIN_SERVICE,
     AUTH_SERVICE,
+    CHAT_SERVICE,
     DB_DSN,
     LIMITER,
     METRICS,
@@ -42,13 +48,14 @@ from server.metrics import Metrics
 from server.tokens import TokenSigner
 from services.admin import AdminService
 from services.auth import AuthService
+from services.chat import ChatService
 from services.personas import PersonaService
 from services.plans import Plans
 from services.ratelimit import RateLimiter
 from storage.db import create_pool, migrate
 
 log = structlog.get_logger("parlor")
-HANDLER_MODULES = (health_handlers, docs_handlers, auth_handlers, admin_handlers, persona_handlers)
+HANDLER_MODULES = (health_handlers, docs_handlers, auth_handlers, admin_handlers, persona_handlers, chat_handlers)
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -103,7 +110,21 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     app[ADMIN_SERVICE] = AdminService(pool=app[POOL], events=events)
     app[PERSONA_SERVICE] = PersonaService(pool=app[POOL], plans=app[PLANS], events=events)
-    socket_connection.register(app[SIO], auth_service=app[AUTH_SERVICE], metrics=app[METRICS])
+    app[CHAT_SERVICE] = ChatService(
+        pool=app[POOL],
+        events=events,
+        limiter=app[LIMITER],
+        send_rate_per_minute=settings.send_rate_per_minute,
+        message_max_chars=settings.message_max_chars,
+    )
+    sio = app[SIO]
+    users = SocketUsers(sio, app[AUTH_SERVICE])
+    presence = Presence(app.get(REDIS), prefix=settings.redis_prefix)
+    socket_connection.register(
+        sio, auth_service=app[AUTH_SERVICE], users=users, presence=presence, metrics=app[METRICS]
+    )
+    registry = EventRegistry(sio, users, app[METRICS])
+    chat_events.register(sio, registry, chat=app[CHAT_SERVICE], users=users)
     log.info("parlor ready", ai_provider=settings.resolved_ai_provider)
     yield
     if firebase is not None:

@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     premium_history_days: int = 0
     premium_storage_mb: int = 5120
 
+    message_max_chars: int = 8000
     send_rate_per_minute: int = 60
     login_rate_per_minute: int = 10
 

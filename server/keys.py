@@ -13,6 +13,7 @@ from server.metrics import Metrics
 from server.tokens import TokenSigner
 from services.admin import AdminService
 from services.auth import AuthService
+from services.chat import ChatService
 from services.personas import PersonaService
 from services.plans import Plans
 from services.ratelimit import RateLimiter
@@ -30,3 +31,4 @@ AUTH_SERVICE = web.AppKey("auth_service", AuthService)
 ADMIN_SERVICE = web.AppKey("admin_service", AdminService)
 PLANS = web.AppKey("plans", Plans)
 PERSONA_SERVICE = web.AppKey("persona_service", PersonaService)
+CHAT_SERVICE = web.AppKey("chat_service", ChatService)

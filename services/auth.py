@@ -179,9 +179,13 @@ class AuthService:
     async def authenticate(self, access_token: str) -> UserRow:
         """The user behind an access token, refusing banned users and tokens from ended sessions."""
         claims = self._signer.verify(access_token)
+        return await self.active_user(claims.user_id, claims.session_version)
+
+    async def active_user(self, user_id: UUID, session_version: int) -> UserRow:
+        """The user, if the session that issued `session_version` is still live and not banned."""
         async with self._pool.acquire() as conn:
-            user = await self._users.get(conn, claims.user_id)
-        if user is None or user.session_version != claims.session_version:
+            user = await self._users.get(conn, user_id)
+        if user is None or user.session_version != session_version:
             raise Unauthorized("session ended; sign in again", code="session_ended")
         if user.is_banned:
             raise Forbidden("this account is banned", code="banned")

@@ -1,11 +1,46 @@
-"""PersonaService: personas CRUD, clone, search, trending, plan limits."""
+"""PersonaService: personas CRUD, clone, search, trending, plan limits.
+
+Authorization lives here: a persona is readable by its owner and, when public, by everyone; only the
+owner changes or deletes it. Anything else is "not found", so a private persona's existence never leaks.
+"""
 
 from __future__ import annotations
 
-import asyncpg
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, TypeVar
+from uuid import UUID
 
+import asyncpg
+import structlog
+
+from server.errors import Forbidden, NotFound, Unauthorized
 from services.events import Events
 from services.plans import Plans
+from storage.personas import PersonaRow, PersonaStore, ScoredPersona
+from storage.users import UserRow, UserStore
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Slice(Generic[T]):
+    """One page of a list; `more` says whether another page follows."""
+
+    items: list[T]
+    more: bool
+
+
+def normalize_tags(tags: Sequence[str]) -> list[str]:
+    """Trimmed, lowercased, duplicates dropped, first occurrence's order kept."""
+    seen: dict[str, None] = {}
+    for tag in tags:
+        cleaned = tag.strip().lower()
+        if cleaned:
+            seen.setdefault(cleaned, None)
+    return list(seen)
 
 
 class PersonaService:
@@ -13,3 +48,137 @@ class PersonaService:
         self._pool = pool
         self._plans = plans
         self._events = events
+        self._personas = PersonaStore()
+        self._users = UserStore()
+
+    # --- plan limit ----------------------------------------------------------------------------
+
+    async def _reserve_slot(self, conn: asyncpg.Connection, user: UserRow) -> None:
+        """Inside the caller's transaction: lock the owner's row (so concurrent creates queue up
+        behind each other), then count. Reads the plan from the locked row, not the token's copy."""
+        owner = await self._users.get(conn, user.id, for_update=True)
+        if owner is None:
+            raise Unauthorized("account no longer exists")
+        limit = self._plans.limits(owner.plan).max_personas
+        if limit and await self._personas.count_owned(conn, owner.id) >= limit:
+            raise Forbidden(
+                f"the {owner.plan} plan allows {limit} personas; delete one or upgrade",
+                code="plan_limit",
+                details={"limit": limit, "plan": owner.plan},
+            )
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    async def get_readable(self, user: UserRow, persona_id: UUID) -> PersonaRow:
+        """The persona if `user` owns it or it is public; NotFound otherwise."""
+        async with self._pool.acquire() as conn:
+            persona = await self._personas.get(conn, persona_id)
+        if persona is None or not persona.readable_by(user.id):
+            raise NotFound("persona not found")
+        return persona
+
+    async def list_own(self, user: UserRow, *, before: tuple[datetime, UUID] | None, limit: int) -> Slice[PersonaRow]:
+        """The user's personas, newest first; `before` is the (created_at, id) of the previous page's last."""
+        async with self._pool.acquire() as conn:
+            rows = await self._personas.list_owned(conn, user.id, before=before, limit=limit + 1)
+        return Slice(rows[:limit], len(rows) > limit)
+
+    async def search(self, user: UserRow, query: str, *, offset: int, limit: int) -> Slice[ScoredPersona]:
+        """Public personas and the user's own matching `query` (web-search syntax), best match first."""
+        async with self._pool.acquire() as conn:
+            rows = await self._personas.search(conn, viewer_id=user.id, query=query, offset=offset, limit=limit + 1)
+        return Slice(rows[:limit], len(rows) > limit)
+
+    async def trending(self, *, offset: int, limit: int) -> Slice[ScoredPersona]:
+        """Public personas by time-decayed recent activity, then the quiet ones, newest first."""
+        async with self._pool.acquire() as conn:
+            rows = await self._personas.trending(conn, offset=offset, limit=limit + 1)
+        return Slice(rows[:limit], len(rows) > limit)
+
+    # --- changes -------------------------------------------------------------------------------
+
+    async def create(
+        self,
+        user: UserRow,
+        *,
+        name: str,
+        description: str = "",
+        personality: str = "",
+        greeting: str = "",
+        tags: Sequence[str] = (),
+        visibility: str = "private",
+    ) -> PersonaRow:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await self._reserve_slot(conn, user)
+            persona = await self._personas.insert(
+                conn,
+                owner_id=user.id,
+                name=name,
+                description=description,
+                personality=personality,
+                greeting=greeting,
+                tags=normalize_tags(tags),
+                visibility=visibility,
+            )
+        log.info("persona created", persona_id=str(persona.id))
+        return persona
+
+    async def update(
+        self,
+        user: UserRow,
+        persona_id: UUID,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        personality: str | None = None,
+        greeting: str | None = None,
+        tags: Sequence[str] | None = None,
+        visibility: str | None = None,
+    ) -> PersonaRow:
+        """Changes the fields given (None leaves a field as it is). Owner only."""
+        async with self._pool.acquire() as conn:
+            persona = await self._personas.update(
+                conn,
+                persona_id,
+                owner_id=user.id,
+                name=name,
+                description=description,
+                personality=personality,
+                greeting=greeting,
+                tags=normalize_tags(tags) if tags is not None else None,
+                visibility=visibility,
+            )
+        if persona is None:
+            raise NotFound("persona not found")
+        return persona
+
+    async def delete(self, user: UserRow, persona_id: UUID) -> None:
+        """Owner only. Chat sessions keep their messages (their persona becomes null); clones stay."""
+        async with self._pool.acquire() as conn:
+            deleted = await self._personas.delete(conn, persona_id, owner_id=user.id)
+        if not deleted:
+            raise NotFound("persona not found")
+        log.info("persona deleted", persona_id=str(persona_id))
+
+    async def clone(self, user: UserRow, persona_id: UUID) -> PersonaRow:
+        """A private copy of a persona the user can read, owned by the user; counts against the plan."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            source = await self._personas.get(conn, persona_id)
+            if source is None or not source.readable_by(user.id):
+                raise NotFound("persona not found")
+            await self._reserve_slot(conn, user)
+            persona = await self._personas.insert(
+                conn,
+                owner_id=user.id,
+                name=source.name,
+                description=source.description,
+                personality=source.personality,
+                greeting=source.greeting,
+                tags=list(source.tags),
+                visibility="private",
+                avatar_file_id=source.avatar_file_id,
+                cloned_from=source.id,
+            )
+            # Knowledge base: copy the source's knowledge entries and chunks here (issue: knowledge).
+        log.info("persona cloned", persona_id=str(persona.id), source_id=str(source.id))
+        return persona

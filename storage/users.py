@@ -9,6 +9,8 @@ from uuid import UUID
 
 import asyncpg
 
+from storage.timefmt import iso
+
 _COLUMNS = (
     "id, email, password_hash, display_name, role, plan, timezone, firebase_uid,"
     " banned_at, ban_reason, session_version, created_at, updated_at"
@@ -141,7 +143,7 @@ def public_user(user: UserRow) -> dict[str, Any]:
         "role": user.role,
         "plan": user.plan,
         "timezone": user.timezone,
-        "created_at": user.created_at.isoformat(),
+        "created_at": iso(user.created_at),
         "has_password": user.password_hash is not None,
         "firebase_linked": user.firebase_uid is not None,
         "banned": user.is_banned,

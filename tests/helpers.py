@@ -38,6 +38,7 @@ def make_settings(**overrides: Any) -> Settings:
     base: dict[str, Any] = {
         "jwt_secret": "test-secret-" + "x" * 40,
         "login_rate_per_minute": 10_000,
+        "send_rate_per_minute": 100_000,
         # Cheaper hashing keeps hundreds of registrations fast; the code path is the same.
         "argon2_time_cost": 1,
         "argon2_memory_kib": 8192,
@@ -72,9 +73,12 @@ class SocketRefused(Exception):
         self.data = data
 
 
-async def connect_socket(client: TestClient, token: str | None) -> socketio.AsyncClient:
-    """A connected python-socketio client, or SocketRefused carrying the server's reason."""
-    sio = socketio.AsyncClient(reconnection=False)
+async def connect_socket(
+    client: TestClient, token: str | None, *, sio: socketio.AsyncClient | None = None
+) -> socketio.AsyncClient:
+    """A connected python-socketio client, or SocketRefused carrying the server's reason. Pass `sio` to
+    register event handlers before connecting (events sent during connect would be missed otherwise)."""
+    sio = sio or socketio.AsyncClient(reconnection=False)
     refused: list[Any] = []
 
     @sio.event
@@ -89,3 +93,35 @@ async def connect_socket(client: TestClient, token: str | None) -> socketio.Asyn
         message = data.get("message", str(err)) if isinstance(data, dict) else str(data)
         raise SocketRefused(message, data.get("data") if isinstance(data, dict) else None) from err
     return sio
+
+
+async def make_persona(client: TestClient, session: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    body = {"name": f"Persona {uuid.uuid4().hex[:6]}", **fields}
+    resp = await client.post("/api/v1/personas", json=body, headers=bearer(session))
+    assert resp.status == 201, await resp.text()
+    return dict(await resp.json())
+
+
+async def make_chat(client: TestClient, session: dict[str, Any], **persona_fields: Any) -> dict[str, Any]:
+    persona = await make_persona(client, session, **persona_fields)
+    resp = await client.post("/api/v1/chat/sessions", json={"persona_id": persona["id"]}, headers=bearer(session))
+    assert resp.status == 201, await resp.text()
+    return dict(await resp.json())
+
+
+class Inbox:
+    """Records the events a socket receives, by name."""
+
+    def __init__(self, sio: socketio.AsyncClient, *names: str) -> None:
+        self.events: dict[str, list[Any]] = {name: [] for name in names}
+        for name in names:
+            sio.on(name, self._recorder(name))
+
+    def _recorder(self, name: str) -> Any:
+        async def record(data: Any = None) -> None:
+            self.events[name].append(data)
+
+        return record
+
+    def __getitem__(self, name: str) -> list[Any]:
+        return self.events[name]

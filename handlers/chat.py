@@ -1,0 +1,183 @@
+"""REST: /api/v1/chat — sessions, history, and the send fallback for clients without a socket."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from aiohttp import web
+from pydantic import BaseModel, Field, model_validator
+
+from handlers.api import Api, path_uuid
+from handlers.cursors import decode_cursor, encode_cursor
+from handlers.schemas import Strict
+from server.errors import ValidationFailed
+from server.keys import CHAT_SERVICE
+from storage.chat import public_message, public_session
+from storage.users import UserRow
+
+api = Api("chat")
+P = "/api/v1/chat/sessions"
+
+
+class SessionOut(BaseModel):
+    id: UUID
+    persona_id: UUID | None
+    title: str
+    pinned: bool
+    last_seq: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class MessageOut(BaseModel):
+    id: UUID
+    session_id: UUID
+    seq: int
+    role: str
+    content: str
+    status: str
+    client_id: UUID | None
+    reply_to: UUID | None
+    usage: Usage | None
+    attachments: list[Any]
+    created_at: datetime
+
+
+class SessionIn(Strict):
+    persona_id: UUID
+    title: str | None = Field(default=None, min_length=1, max_length=120)
+
+
+class SessionPatch(Strict):
+    title: str | None = Field(default=None, min_length=1, max_length=120)
+    pinned: bool | None = None
+
+
+class ListQuery(Strict):
+    limit: int = Field(default=20, ge=1, le=100)
+    cursor: str | None = Field(default=None, max_length=500)
+
+
+class SessionPage(BaseModel):
+    items: list[SessionOut]
+    next_cursor: str | None
+
+
+class HistoryQuery(Strict):
+    after_seq: int | None = Field(default=None, ge=0)
+    before_seq: int | None = Field(default=None, ge=1)
+    limit: int = Field(default=50, ge=1, le=200)
+
+    @model_validator(mode="after")
+    def _one_direction(self) -> HistoryQuery:
+        if self.after_seq is not None and self.before_seq is not None:
+            raise ValueError("give after_seq or before_seq, not both")
+        return self
+
+
+class MessagePage(BaseModel):
+    items: list[MessageOut]
+    next_cursor: str | None
+
+
+class SendIn(Strict):
+    client_id: UUID
+    content: str = Field(min_length=1, max_length=200_000)
+
+
+@api.route("GET", P, summary="My chat sessions, pinned first, then most recent", query=ListQuery, response=SessionPage)
+async def list_sessions(request: web.Request, user: UserRow, query: ListQuery) -> dict[str, Any]:
+    after = None
+    if query.cursor:
+        pinned, updated, last_id = decode_cursor(query.cursor, size=3)
+        try:
+            after = (bool(pinned), datetime.fromisoformat(updated), UUID(last_id))
+        except (TypeError, ValueError) as err:
+            raise ValidationFailed("cursor: invalid", details=[{"field": "cursor", "message": "invalid"}]) from err
+    rows = await request.app[CHAT_SERVICE].list_sessions(user, after=after, limit=query.limit)
+    last = rows[-1] if len(rows) == query.limit else None
+    cursor = encode_cursor([last.pinned, last.updated_at.isoformat(), str(last.id)]) if last else None
+    return {"items": [public_session(r) for r in rows], "next_cursor": cursor}
+
+
+@api.route(
+    "POST", P, summary="Start a chat with a persona", body=SessionIn, response=SessionOut, status=201, errors=(404,)
+)
+async def create_session(request: web.Request, user: UserRow, body: SessionIn) -> dict[str, Any]:
+    """The persona must be the caller's own or public (otherwise 404). The title defaults to its name."""
+    session = await request.app[CHAT_SERVICE].create_session(user, persona_id=body.persona_id, title=body.title)
+    return public_session(session)
+
+
+@api.route("GET", f"{P}/{{id}}", summary="One of my chat sessions", response=SessionOut, errors=(404,))
+async def get_session(request: web.Request, user: UserRow) -> dict[str, Any]:
+    return public_session(await request.app[CHAT_SERVICE].get_session(user, path_uuid(request)))
+
+
+@api.route(
+    "PATCH",
+    f"{P}/{{id}}",
+    summary="Rename or pin a chat session",
+    body=SessionPatch,
+    response=SessionOut,
+    errors=(404,),
+)
+async def update_session(request: web.Request, user: UserRow, body: SessionPatch) -> dict[str, Any]:
+    session = await request.app[CHAT_SERVICE].update_session(
+        user, path_uuid(request), title=body.title, pinned=body.pinned
+    )
+    return public_session(session)
+
+
+@api.route("DELETE", f"{P}/{{id}}", summary="Delete a chat session and its messages", status=204, errors=(404,))
+async def delete_session(request: web.Request, user: UserRow) -> None:
+    await request.app[CHAT_SERVICE].delete_session(user, path_uuid(request))
+
+
+@api.route(
+    "GET",
+    f"{P}/{{id}}/messages",
+    summary="History by seq, either direction",
+    query=HistoryQuery,
+    response=MessagePage,
+    errors=(404,),
+)
+async def history(request: web.Request, user: UserRow, query: HistoryQuery) -> dict[str, Any]:
+    """`after_seq` (default 0) pages forward: pass `next_cursor` as the next `after_seq`. `before_seq`
+    pages backward from the newest: pass `next_cursor` as the next `before_seq`. Items are always in
+    ascending seq order."""
+    rows = await request.app[CHAT_SERVICE].history(
+        user, path_uuid(request), after_seq=query.after_seq, before_seq=query.before_seq, limit=query.limit
+    )
+    cursor = None
+    if len(rows) == query.limit:
+        cursor = str(rows[0].seq if query.before_seq is not None else rows[-1].seq)
+    return {"items": [public_message(m) for m in rows], "next_cursor": cursor}
+
+
+@api.route(
+    "POST",
+    f"{P}/{{id}}/messages",
+    summary="Send a message (REST fallback of message:send)",
+    body=SendIn,
+    response=MessageOut,
+    status=201,
+    errors=(404, 429),
+)
+async def send_message(request: web.Request, user: UserRow, body: SendIn) -> Any:
+    """Same semantics as the socket event: a repeated `client_id` returns the stored message with 200
+    and triggers nothing; a new message answers 201 and reaches the user's sockets as `message:new`."""
+    result = await request.app[CHAT_SERVICE].send(
+        user, path_uuid(request), client_id=body.client_id, content=body.content
+    )
+    if not result.created:
+        return web.json_response(public_message(result.message), status=200)
+    return public_message(result.message)

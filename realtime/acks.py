@@ -1,0 +1,92 @@
+"""Client events in one shape: validate the payload, find the user, call the service, answer with an
+ack `{"ok": true, ...}` or `{"ok": false, "error": {"code", "message"}}`. Never a crash."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import socketio
+import structlog
+from pydantic import BaseModel, ConfigDict
+from pydantic import ValidationError as PydanticValidationError
+
+from realtime.guard import SocketUsers
+from server.errors import AppError, Forbidden, Unauthorized, ValidationFailed
+from server.metrics import Metrics
+from storage.users import UserRow
+
+log = structlog.get_logger("parlor.socket")
+P = TypeVar("P", bound=BaseModel)
+EventFn = Callable[[str, UserRow, Any], Awaitable[dict[str, Any] | None]]
+
+
+class Payload(BaseModel):
+    """Socket payloads: unknown fields refused, like REST bodies."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+def ok(**fields: Any) -> dict[str, Any]:
+    return {"ok": True, **fields}
+
+
+def failed(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    return {"ok": False, "error": error}
+
+
+def parse_payload(model: type[P], data: Any) -> P:
+    if not isinstance(data, dict):
+        raise ValidationFailed("payload must be an object", details=[{"field": "payload", "message": "not an object"}])
+    try:
+        return model.model_validate(data)
+    except PydanticValidationError as err:
+        details = [
+            {"field": ".".join(str(p) for p in e["loc"]) or "payload", "message": e["msg"]}
+            for e in err.errors(include_url=False)
+        ]
+        raise ValidationFailed(f"{details[0]['field']}: {details[0]['message']}", details=details) from err
+
+
+class EventRegistry:
+    def __init__(self, sio: socketio.AsyncServer, users: SocketUsers, metrics: Metrics) -> None:
+        self._sio = sio
+        self._users = users
+        self._metrics = metrics
+        self.names: list[str] = []
+
+    def on(self, name: str, model: type[BaseModel]) -> Callable[[EventFn], EventFn]:
+        def decorate(fn: EventFn) -> EventFn:
+            async def handler(sid: str, data: Any = None, *extra: Any) -> dict[str, Any]:
+                return await self._run(name, sid, model, data, fn)
+
+            self._sio.on(name, handler)
+            self.names.append(name)
+            return fn
+
+        return decorate
+
+    async def _run(self, name: str, sid: str, model: type[BaseModel], data: Any, fn: EventFn) -> dict[str, Any]:
+        outcome = "ok"
+        try:
+            user = await self._users.user(sid)
+            structlog.contextvars.bind_contextvars(user_id=str(user.id), event=name)
+            payload = parse_payload(model, data)
+            result = await fn(sid, user, payload)
+            return ok(**(result or {}))
+        except AppError as err:
+            outcome = err.code
+            if isinstance(err, (Unauthorized, Forbidden)) and err.code in ("session_ended", "banned"):
+                # The session ended on another node: close this socket too.
+                await self._sio.disconnect(sid)
+            return failed(err.code, err.message, err.details if isinstance(err, ValidationFailed) else None)
+        except Exception:
+            outcome = "internal"
+            log.exception("socket event failed", event=name)
+            return failed("internal", "internal error")
+        finally:
+            self._metrics.socket_events.labels(name, outcome).inc()
+            structlog.contextvars.clear_contextvars()

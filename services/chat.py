@@ -1,0 +1,195 @@
+"""ChatService: chat sessions and the user's messages in them. REST handlers and socket events both
+call these methods, so a message sent either way is deduplicated, ordered and fanned out the same."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import structlog
+
+from server.errors import NotFound, ValidationFailed
+from services.events import Events, chat_room, user_room
+from services.ratelimit import RateLimiter
+from storage.chat import ChatStore, MessageRow, SessionRow, public_message
+from storage.personas import PersonaStore
+from storage.users import UserRow
+
+log = structlog.get_logger(__name__)
+SYNC_PAGE = 500
+
+
+@dataclass(frozen=True)
+class SendResult:
+    message: MessageRow
+    created: bool  # False: this client_id was already stored, nothing new happened
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    messages: list[MessageRow]
+    has_more: bool
+    last_seq: int
+
+
+class _AlreadyStored(Exception):
+    """Raised inside the send transaction to roll back the seq increment when a retry lost the race."""
+
+    def __init__(self, message: MessageRow) -> None:
+        self.message = message
+
+
+# Called after a user message is committed; the AI reply service plugs in here.
+UserMessageHook = Callable[[UserRow, SessionRow | None, MessageRow], Awaitable[None]]
+
+
+class ChatService:
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        events: Events,
+        limiter: RateLimiter,
+        send_rate_per_minute: int,
+        message_max_chars: int,
+    ) -> None:
+        self._pool = pool
+        self._max_chars = message_max_chars
+        self._events = events
+        self._limiter = limiter
+        self._send_rate = send_rate_per_minute
+        self._store = ChatStore()
+        self._personas = PersonaStore()
+        self._hooks: list[UserMessageHook] = []
+
+    def on_user_message(self, hook: UserMessageHook) -> None:
+        self._hooks.append(hook)
+
+    # --- sessions ------------------------------------------------------------------------------
+
+    async def create_session(self, user: UserRow, *, persona_id: UUID, title: str | None) -> SessionRow:
+        async with self._pool.acquire() as conn, conn.transaction():
+            session = await self._store.create_session(conn, user_id=user.id, persona_id=persona_id, title=title)
+            if session is None:
+                raise NotFound("persona not found")
+            await self._personas.record_activity(conn, persona_id, chats=1)
+        return session
+
+    async def get_session(self, user: UserRow, session_id: UUID) -> SessionRow:
+        async with self._pool.acquire() as conn:
+            session = await self._store.owned_session(conn, session_id=session_id, user_id=user.id)
+        if session is None:
+            raise NotFound("chat session not found")
+        return session
+
+    async def list_sessions(
+        self, user: UserRow, *, after: tuple[bool, datetime, UUID] | None, limit: int
+    ) -> list[SessionRow]:
+        async with self._pool.acquire() as conn:
+            return await self._store.list_sessions(conn, user_id=user.id, after=after, limit=limit)
+
+    async def update_session(
+        self, user: UserRow, session_id: UUID, *, title: str | None, pinned: bool | None
+    ) -> SessionRow:
+        async with self._pool.acquire() as conn:
+            session = await self._store.update_session(
+                conn, session_id=session_id, user_id=user.id, title=title, pinned=pinned
+            )
+        if session is None:
+            raise NotFound("chat session not found")
+        return session
+
+    async def delete_session(self, user: UserRow, session_id: UUID) -> None:
+        async with self._pool.acquire() as conn:
+            deleted = await self._store.delete_session(conn, session_id=session_id, user_id=user.id)
+        if not deleted:
+            raise NotFound("chat session not found")
+        await self._events.to_room(chat_room(session_id), "chat:deleted", {"session_id": str(session_id)})
+
+    # --- messages ------------------------------------------------------------------------------
+
+    async def send(
+        self,
+        user: UserRow,
+        session_id: UUID,
+        *,
+        client_id: UUID,
+        content: str,
+        attachments: list[Any] | None = None,
+    ) -> SendResult:
+        """Store the user's message with the session's next seq; a repeated client_id returns the stored
+        message and triggers nothing. Events go out only after commit."""
+        if not content.strip():
+            raise ValidationFailed("content: must not be empty", details=[{"field": "content", "message": "empty"}])
+        if len(content) > self._max_chars:
+            raise ValidationFailed(
+                f"content: longer than {self._max_chars} characters",
+                details=[{"field": "content", "message": f"at most {self._max_chars} characters"}],
+            )
+        async with self._pool.acquire() as conn:
+            existing = await self._store.message_by_client_id(conn, session_id=session_id, client_id=client_id)
+            if existing is not None:
+                await self._require_owned(conn, user, session_id)
+                return SendResult(existing, created=False)
+            await self._limiter.check("send", self._send_rate, str(user.id))
+            try:
+                async with conn.transaction():
+                    slot = await self._store.next_seq(conn, session_id=session_id, user_id=user.id)
+                    if slot is None:
+                        raise NotFound("chat session not found")
+                    # Re-check under the session lock: a concurrent retry may have committed meanwhile.
+                    raced = await self._store.message_by_client_id(conn, session_id=session_id, client_id=client_id)
+                    if raced is not None:
+                        raise _AlreadyStored(raced)
+                    message = await self._store.insert_message(
+                        conn,
+                        session_id=session_id,
+                        seq=slot.seq,
+                        role="user",
+                        content=content,
+                        client_id=client_id,
+                        attachments=attachments,
+                    )
+                    if slot.persona_id is not None:
+                        await self._personas.record_activity(conn, slot.persona_id, messages=1)
+            except _AlreadyStored as dup:
+                return SendResult(dup.message, created=False)
+        await self.publish(user.id, message)
+        for hook in self._hooks:
+            await hook(user, None, message)
+        return SendResult(message, created=True)
+
+    async def publish(self, user_id: UUID, message: MessageRow) -> None:
+        """`message:new` once to each of the user's sockets and each socket watching the session."""
+        await self._events.to_rooms(
+            [user_room(user_id), chat_room(message.session_id)], "message:new", {"message": public_message(message)}
+        )
+
+    async def history(
+        self, user: UserRow, session_id: UUID, *, after_seq: int | None, before_seq: int | None, limit: int
+    ) -> list[MessageRow]:
+        async with self._pool.acquire() as conn:
+            await self._require_owned(conn, user, session_id)
+            if before_seq is not None:
+                return await self._store.messages_before(
+                    conn, session_id=session_id, before_seq=before_seq, limit=limit
+                )
+            return await self._store.messages_after(conn, session_id=session_id, after_seq=after_seq or 0, limit=limit)
+
+    async def sync(self, user: UserRow, session_id: UUID, *, after_seq: int) -> SyncResult:
+        async with self._pool.acquire() as conn:
+            session = await self._require_owned(conn, user, session_id)
+            rows = await self._store.messages_after(
+                conn, session_id=session_id, after_seq=after_seq, limit=SYNC_PAGE + 1
+            )
+        return SyncResult(rows[:SYNC_PAGE], has_more=len(rows) > SYNC_PAGE, last_seq=session.last_seq)
+
+    async def _require_owned(self, conn: asyncpg.Connection, user: UserRow, session_id: UUID) -> SessionRow:
+        session = await self._store.owned_session(conn, session_id=session_id, user_id=user.id)
+        if session is None:
+            raise NotFound("chat session not found")
+        return session

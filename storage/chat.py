@@ -1,0 +1,196 @@
+"""ChatStore: chat sessions and their messages. Every query that touches a session names its owner,
+so a wrong owner reads as "not found" at the SQL level."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from storage.timefmt import iso
+
+_SESSION_COLUMNS = "id, user_id, persona_id, title, pinned, last_seq, created_at, updated_at"
+_MESSAGE_COLUMNS = "id, session_id, seq, role, content, status, client_id, reply_to, usage, attachments, created_at"
+
+# The persona must be the caller's own or public; its name is the default title.
+INSERT_SESSION = f"""
+INSERT INTO chat_sessions (user_id, persona_id, title)
+SELECT $1, p.id, COALESCE($3, p.name) FROM personas p
+WHERE p.id = $2 AND (p.owner_id = $1 OR p.visibility = 'public')
+RETURNING {_SESSION_COLUMNS}
+"""
+OWNED_SESSION = f"SELECT {_SESSION_COLUMNS} FROM chat_sessions WHERE id = $1 AND user_id = $2"
+# Keyset pagination in list order: pinned first, then most recently active.
+LIST_SESSIONS = f"""
+SELECT {_SESSION_COLUMNS} FROM chat_sessions
+WHERE user_id = $1
+  AND ($2::boolean IS NULL OR (pinned, updated_at, id) < ($2, $3::timestamptz, $4::uuid))
+ORDER BY pinned DESC, updated_at DESC, id DESC
+LIMIT $5
+"""
+UPDATE_SESSION = f"""
+UPDATE chat_sessions SET title = COALESCE($3, title), pinned = COALESCE($4, pinned), updated_at = now()
+WHERE id = $1 AND user_id = $2 RETURNING {_SESSION_COLUMNS}
+"""
+DELETE_SESSION = "DELETE FROM chat_sessions WHERE id = $1 AND user_id = $2 RETURNING id"
+# Takes the session row's lock until commit: concurrent sends to one session queue here.
+NEXT_SEQ = """
+UPDATE chat_sessions SET last_seq = last_seq + 1, updated_at = now()
+WHERE id = $1 AND user_id = $2 RETURNING last_seq, persona_id
+"""
+
+MESSAGE_BY_CLIENT_ID = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND client_id = $2"
+INSERT_MESSAGE = f"""
+INSERT INTO messages (session_id, seq, role, content, status, client_id, reply_to, usage, attachments)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+RETURNING {_MESSAGE_COLUMNS}
+"""
+MESSAGES_AFTER = f"""
+SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3
+"""
+MESSAGES_BEFORE = f"""
+SELECT * FROM (
+    SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3
+) newest ORDER BY seq
+"""
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    id: UUID
+    user_id: UUID
+    persona_id: UUID | None
+    title: str
+    pinned: bool
+    last_seq: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class MessageRow:
+    id: UUID
+    session_id: UUID
+    seq: int
+    role: str
+    content: str
+    status: str
+    client_id: UUID | None
+    reply_to: UUID | None
+    usage: dict[str, Any] | None
+    attachments: list[Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class SeqSlot:
+    seq: int
+    persona_id: UUID | None
+
+
+def _session(record: asyncpg.Record | None) -> SessionRow | None:
+    return SessionRow(**dict(record)) if record is not None else None
+
+
+def _message(record: asyncpg.Record | None) -> MessageRow | None:
+    return MessageRow(**dict(record)) if record is not None else None
+
+
+class ChatStore:
+    async def create_session(
+        self, conn: asyncpg.Connection, *, user_id: UUID, persona_id: UUID, title: str | None
+    ) -> SessionRow | None:
+        """None when the persona does not exist or is someone else's private persona."""
+        return _session(await conn.fetchrow(INSERT_SESSION, user_id, persona_id, title))
+
+    async def owned_session(self, conn: asyncpg.Connection, *, session_id: UUID, user_id: UUID) -> SessionRow | None:
+        return _session(await conn.fetchrow(OWNED_SESSION, session_id, user_id))
+
+    async def list_sessions(
+        self,
+        conn: asyncpg.Connection,
+        *,
+        user_id: UUID,
+        after: tuple[bool, datetime, UUID] | None,
+        limit: int,
+    ) -> list[SessionRow]:
+        pinned, updated, last_id = after if after else (None, None, None)
+        rows = await conn.fetch(LIST_SESSIONS, user_id, pinned, updated, last_id, limit)
+        return [SessionRow(**dict(r)) for r in rows]
+
+    async def update_session(
+        self, conn: asyncpg.Connection, *, session_id: UUID, user_id: UUID, title: str | None, pinned: bool | None
+    ) -> SessionRow | None:
+        return _session(await conn.fetchrow(UPDATE_SESSION, session_id, user_id, title, pinned))
+
+    async def delete_session(self, conn: asyncpg.Connection, *, session_id: UUID, user_id: UUID) -> bool:
+        return await conn.fetchval(DELETE_SESSION, session_id, user_id) is not None
+
+    async def next_seq(self, conn: asyncpg.Connection, *, session_id: UUID, user_id: UUID) -> SeqSlot | None:
+        record = await conn.fetchrow(NEXT_SEQ, session_id, user_id)
+        return SeqSlot(record["last_seq"], record["persona_id"]) if record else None
+
+    async def message_by_client_id(
+        self, conn: asyncpg.Connection, *, session_id: UUID, client_id: UUID
+    ) -> MessageRow | None:
+        return _message(await conn.fetchrow(MESSAGE_BY_CLIENT_ID, session_id, client_id))
+
+    async def insert_message(
+        self,
+        conn: asyncpg.Connection,
+        *,
+        session_id: UUID,
+        seq: int,
+        role: str,
+        content: str,
+        status: str = "complete",
+        client_id: UUID | None = None,
+        reply_to: UUID | None = None,
+        usage: dict[str, Any] | None = None,
+        attachments: list[Any] | None = None,
+    ) -> MessageRow:
+        record = await conn.fetchrow(
+            INSERT_MESSAGE, session_id, seq, role, content, status, client_id, reply_to, usage, attachments or []
+        )
+        return MessageRow(**dict(record))
+
+    async def messages_after(
+        self, conn: asyncpg.Connection, *, session_id: UUID, after_seq: int, limit: int
+    ) -> list[MessageRow]:
+        return [MessageRow(**dict(r)) for r in await conn.fetch(MESSAGES_AFTER, session_id, after_seq, limit)]
+
+    async def messages_before(
+        self, conn: asyncpg.Connection, *, session_id: UUID, before_seq: int, limit: int
+    ) -> list[MessageRow]:
+        return [MessageRow(**dict(r)) for r in await conn.fetch(MESSAGES_BEFORE, session_id, before_seq, limit)]
+
+
+def public_session(session: SessionRow) -> dict[str, Any]:
+    return {
+        "id": str(session.id),
+        "persona_id": str(session.persona_id) if session.persona_id else None,
+        "title": session.title,
+        "pinned": session.pinned,
+        "last_seq": session.last_seq,
+        "created_at": iso(session.created_at),
+        "updated_at": iso(session.updated_at),
+    }
+
+
+def public_message(message: MessageRow) -> dict[str, Any]:
+    return {
+        "id": str(message.id),
+        "session_id": str(message.session_id),
+        "seq": message.seq,
+        "role": message.role,
+        "content": message.content,
+        "status": message.status,
+        "client_id": str(message.client_id) if message.client_id else None,
+        "reply_to": str(message.reply_to) if message.reply_to else None,
+        "usage": message.usage,
+        "attachments": message.attachments,
+        "created_at": iso(message.created_at),
+    }

@@ -1,0 +1,128 @@
+// The socket contract of docs/events.md, exercised with the official JavaScript client (the one React
+// apps use). Run by tests/realtime/test_js_contract.py against a live server:
+//   PARLOR_URL=http://127.0.0.1:PORT TOKEN=... SESSION_ID=... node contract.mjs
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { io } from "socket.io-client";
+
+const url = process.env.PARLOR_URL;
+const token = process.env.TOKEN;
+const sessionId = process.env.SESSION_ID;
+const results = [];
+
+function connect(auth, transports = ["websocket"]) {
+  const socket = io(url, { auth, transports, reconnection: false, forceNew: true, timeout: 5000 });
+  return new Promise((resolve, reject) => {
+    socket.once("connect", () => resolve(socket));
+    socket.once("connect_error", (err) => {
+      socket.close();
+      reject(err);
+    });
+  });
+}
+
+function nextEvent(socket, name, ms = 5000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ${name} within ${ms} ms`)), ms);
+    socket.once(name, (data) => {
+      clearTimeout(timer);
+      resolve(data);
+    });
+  });
+}
+
+async function check(name, fn) {
+  await fn();
+  results.push(name);
+}
+
+await check("refused without a token, with a readable reason", async () => {
+  await assert.rejects(connect({}), (err) => {
+    assert.match(err.message, /token/);
+    assert.equal(err.data.code, "unauthorized");
+    return true;
+  });
+});
+
+await check("refused with a forged token", async () => {
+  await assert.rejects(connect({ token: "forged.token.value" }), (err) => {
+    assert.equal(err.data.code, "invalid_token");
+    return true;
+  });
+});
+
+const socket = await connect({ token });
+results.push("connects with a valid token");
+
+await check("chat:join acks ok with the session", async () => {
+  const ack = await socket.timeout(5000).emitWithAck("chat:join", { session_id: sessionId });
+  assert.equal(ack.ok, true);
+  assert.equal(ack.session.id, sessionId);
+});
+
+const clientId = randomUUID();
+let sent;
+await check("message:send acks after commit and message:new arrives once", async () => {
+  const arrivals = [];
+  socket.on("message:new", (data) => arrivals.push(data));
+  const ack = await socket.timeout(5000).emitWithAck("message:send", {
+    session_id: sessionId,
+    client_id: clientId,
+    content: "hello from socket.io-client",
+  });
+  assert.equal(ack.ok, true);
+  assert.equal(ack.duplicate, false);
+  sent = ack.message;
+  assert.equal(sent.role, "user");
+  assert.equal(sent.content, "hello from socket.io-client");
+  assert.equal(sent.client_id, clientId);
+  assert.equal(typeof sent.seq, "number");
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(arrivals.length, 1);
+  assert.deepEqual(arrivals[0].message, sent);
+  socket.off("message:new");
+});
+
+await check("a repeated client_id returns the same message", async () => {
+  const ack = await socket.timeout(5000).emitWithAck("message:send", {
+    session_id: sessionId,
+    client_id: clientId,
+    content: "hello from socket.io-client",
+  });
+  assert.equal(ack.duplicate, true);
+  assert.equal(ack.message.id, sent.id);
+  assert.equal(ack.message.seq, sent.seq);
+});
+
+await check("sync returns what came after a seq", async () => {
+  const ack = await socket.timeout(5000).emitWithAck("sync", { session_id: sessionId, after_seq: sent.seq - 1 });
+  assert.equal(ack.ok, true);
+  assert.deepEqual(ack.messages.map((m) => m.id), [sent.id]);
+  assert.equal(ack.has_more, false);
+  assert.equal(ack.last_seq, sent.seq);
+  assert.deepEqual(ack.streams, []);
+});
+
+await check("bad payloads and unknown events get error acks", async () => {
+  const bad = await socket.timeout(5000).emitWithAck("message:send", { session_id: sessionId });
+  assert.equal(bad.ok, false);
+  assert.equal(bad.error.code, "invalid");
+  const unknown = await socket.timeout(5000).emitWithAck("no:such:event", {});
+  assert.deepEqual(unknown, { ok: false, error: { code: "unknown_event", message: "unknown event 'no:such:event'" } });
+});
+
+await check("a second device receives message:new (multi-device)", async () => {
+  const other = await connect({ token }, ["polling", "websocket"]);
+  const arrival = nextEvent(other, "message:new");
+  const ack = await socket.timeout(5000).emitWithAck("message:send", {
+    session_id: sessionId,
+    client_id: randomUUID(),
+    content: "to every device",
+  });
+  const data = await arrival;
+  assert.equal(data.message.id, ack.message.id);
+  other.close();
+});
+
+socket.close();
+console.log(JSON.stringify({ ok: true, checks: results }));

@@ -12,9 +12,9 @@ from uuid import UUID
 
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter
-from pydantic import ValidationError as PydanticValidationError
 
 from server.errors import AppError, BadRequest, PayloadTooLarge, Unauthorized, ValidationFailed
+from server.validation import parse
 from storage.users import UserRow
 
 Handler = Callable[..., Awaitable[Any]]
@@ -123,25 +123,8 @@ async def read_json(request: web.Request, limit: int) -> Any:
         raise BadRequest("body is not valid JSON", code="invalid_json") from err
 
 
-def _field_name(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "body"
-
-
-def validation_error(err: PydanticValidationError) -> ValidationFailed:
-    details = [
-        {"field": _field_name(e["loc"]), "message": e["msg"], "type": e["type"]} for e in err.errors(include_url=False)
-    ]
-    first = details[0]
-    return ValidationFailed(f"{first['field']}: {first['message']}", details=details)
-
-
 def parse_model(model: type[M], data: Any) -> M:
-    if not isinstance(data, dict):
-        raise ValidationFailed("body must be a JSON object", details=[{"field": "body", "message": "not an object"}])
-    try:
-        return model.model_validate(data)
-    except PydanticValidationError as err:
-        raise validation_error(err) from err
+    return parse(model, data, root="body")
 
 
 def path_uuid(request: web.Request, name: str = "id") -> UUID:

@@ -9,10 +9,8 @@ from uuid import UUID
 from aiohttp import web
 from pydantic import BaseModel, Field, model_validator
 
-from handlers.api import Api, path_uuid
-from handlers.cursors import decode_cursor, encode_cursor
+from handlers.api import Api, decode_cursor, encode_cursor, path_uuid
 from handlers.schemas import Strict
-from server.errors import ValidationFailed
 from server.keys import CHAT_SERVICE
 from storage.chat import public_message, public_session
 from storage.users import UserRow
@@ -61,6 +59,15 @@ class SessionPatch(Strict):
     pinned: bool | None = None
 
 
+class _SessionPosition(BaseModel):
+    """Where a page of the session list ended, in list order (pinned, updated_at, id)."""
+
+    model_config = {"extra": "forbid"}
+    pinned: bool
+    updated_at: datetime
+    id: UUID
+
+
 class ListQuery(Strict):
     limit: int = Field(default=20, ge=1, le=100)
     cursor: str | None = Field(default=None, max_length=500)
@@ -95,16 +102,13 @@ class SendIn(Strict):
 
 @api.route("GET", P, summary="My chat sessions, pinned first, then most recent", query=ListQuery, response=SessionPage)
 async def list_sessions(request: web.Request, user: UserRow, query: ListQuery) -> dict[str, Any]:
-    after = None
-    if query.cursor:
-        pinned, updated, last_id = decode_cursor(query.cursor, size=3)
-        try:
-            after = (bool(pinned), datetime.fromisoformat(updated), UUID(last_id))
-        except (TypeError, ValueError) as err:
-            raise ValidationFailed("cursor: invalid", details=[{"field": "cursor", "message": "invalid"}]) from err
+    position = decode_cursor(query.cursor, _SessionPosition)
+    after = (position.pinned, position.updated_at, position.id) if position else None
     rows = await request.app[CHAT_SERVICE].list_sessions(user, after=after, limit=query.limit)
     last = rows[-1] if len(rows) == query.limit else None
-    cursor = encode_cursor([last.pinned, last.updated_at.isoformat(), str(last.id)]) if last else None
+    cursor = (
+        encode_cursor(_SessionPosition(pinned=last.pinned, updated_at=last.updated_at, id=last.id)) if last else None
+    )
     return {"items": [public_session(r) for r in rows], "next_cursor": cursor}
 
 

@@ -24,6 +24,7 @@ from storage.users import UserRow
 api = Api("personas")
 P = "/api/v1/personas"
 
+
 Name = Annotated[str, Field(min_length=1, max_length=80)]
 Description = Annotated[str, Field(max_length=2000)]
 Personality = Annotated[str, Field(max_length=8000, description="The system prompt: who the persona is")]

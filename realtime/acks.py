@@ -9,11 +9,11 @@ from typing import Any, TypeVar
 import socketio
 import structlog
 from pydantic import BaseModel, ConfigDict
-from pydantic import ValidationError as PydanticValidationError
 
 from realtime.guard import SocketUsers
 from server.errors import AppError, Forbidden, Unauthorized, ValidationFailed
 from server.metrics import Metrics
+from server.validation import parse
 from storage.users import UserRow
 
 log = structlog.get_logger("parlor.socket")
@@ -39,16 +39,7 @@ def failed(code: str, message: str, details: Any = None) -> dict[str, Any]:
 
 
 def parse_payload(model: type[P], data: Any) -> P:
-    if not isinstance(data, dict):
-        raise ValidationFailed("payload must be an object", details=[{"field": "payload", "message": "not an object"}])
-    try:
-        return model.model_validate(data)
-    except PydanticValidationError as err:
-        details = [
-            {"field": ".".join(str(p) for p in e["loc"]) or "payload", "message": e["msg"]}
-            for e in err.errors(include_url=False)
-        ]
-        raise ValidationFailed(f"{details[0]['field']}: {details[0]['message']}", details=details) from err
+    return parse(model, data, root="payload")
 
 
 class EventRegistry:

@@ -44,7 +44,7 @@ class _AlreadyStored(Exception):
 
 
 # Called after a user message is committed; the AI reply service plugs in here.
-UserMessageHook = Callable[[UserRow, SessionRow | None, MessageRow], Awaitable[None]]
+UserMessageHook = Callable[[UserRow, MessageRow], Awaitable[None]]
 
 
 class ChatService:
@@ -160,7 +160,7 @@ class ChatService:
                 return SendResult(dup.message, created=False)
         await self.publish(user.id, message)
         for hook in self._hooks:
-            await hook(user, None, message)
+            await hook(user, message)
         return SendResult(message, created=True)
 
     async def publish(self, user_id: UUID, message: MessageRow) -> None:

@@ -53,6 +53,7 @@ async def test_bad_bodies_never_500(client: TestClient) -> None:
         ({"email": 42, "password": PASSWORD}, 422, "email"),  # wrong type
         ({"password": PASSWORD}, 422, "email"),  # missing field
         ([1, 2, 3], 422, "body"),  # not an object
+        ({"email": unique_email(), "password": PASSWORD, "display_name": "a\u0000b"}, 422, "display_name"),
     ]
     for body, status, field in cases:
         resp = await client.post(f"{R}/register", json=body)

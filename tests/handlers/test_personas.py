@@ -174,6 +174,8 @@ async def test_validation_errors_name_the_field(client: TestClient) -> None:
         ({"name": "A", "tags": ["ok", ""]}, "tags.1"),
         ({"name": "A", "tags": "solo"}, "tags"),
         ({"name": "A", "visibility": "friends"}, "visibility"),
+        ({"name": "A\u0000B"}, "name"),  # PostgreSQL text cannot hold NUL: 422, not 500
+        ({"name": "A", "tags": ["a\u0000"]}, "tags.0"),
     ]
     for body, field in cases:
         resp = await client.post(R, json=body, headers=bearer(alice))
@@ -212,7 +214,13 @@ async def test_validation_errors_name_the_field(client: TestClient) -> None:
         resp = await client.get(R, params=params, headers=bearer(alice))
         assert resp.status == 422, params
         assert (await error_of(resp))["details"][0]["field"] == field
-    for params, field in [({}, "q"), ({"q": ""}, "q"), ({"q": "   "}, "q"), ({"q": "x" * 201}, "q")]:
+    for params, field in [
+        ({}, "q"),
+        ({"q": ""}, "q"),
+        ({"q": "   "}, "q"),
+        ({"q": "x" * 201}, "q"),
+        ({"q": "a\u0000b"}, "q"),
+    ]:
         resp = await client.get(f"{R}/search", params=params, headers=bearer(alice))
         assert resp.status == 422, params
         assert (await error_of(resp))["details"][0]["field"] == field

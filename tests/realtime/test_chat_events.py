@@ -205,6 +205,7 @@ async def test_bad_payloads_get_error_acks_and_server_keeps_serving(client: Test
         ("message:send", {"session_id": sid, "client_id": str(uuid.uuid4()), "content": 42}, "content"),
         ("message:send", {"session_id": sid, "client_id": str(uuid.uuid4()), "content": "x" * 1_000_000}, "content"),
         ("message:send", {"session_id": sid, "client_id": str(uuid.uuid4()), "content": "x", "extra": 1}, "extra"),
+        ("message:send", {"session_id": sid, "client_id": str(uuid.uuid4()), "content": "nul\x00"}, "content"),
         ("message:send", "just a string", "payload"),
         ("message:send", None, "payload"),
         ("sync", {"session_id": sid, "after_seq": -1}, "after_seq"),

@@ -16,6 +16,7 @@ from handlers import auth as auth_handlers
 from handlers import chat as chat_handlers
 from handlers import docs as docs_handlers
 from handlers import health as health_handlers
+from handlers import knowledge as knowledge_handlers
 from handlers import personas as persona_handlers
 from providers.firebase_auth import FirebaseAdminVerifier
 from realtime import chat_events
@@ -32,6 +33,7 @@ from server.keys import (
     ADMIN_SERVICE,
     AUTH_SERVICE,
     CHAT_SERVICE,
+    KNOWLEDGE_SERVICE,
     DB_DSN,
     LIMITER,
     METRICS,
@@ -49,13 +51,22 @@ from server.tokens import TokenSigner
 from services.admin import AdminService
 from services.auth import AuthService
 from services.chat import ChatService
+from services.knowledge import KnowledgeService
 from services.personas import PersonaService
 from services.plans import Plans
 from services.ratelimit import RateLimiter
 from storage.db import create_pool, migrate
 
 log = structlog.get_logger("parlor")
-HANDLER_MODULES = (health_handlers, docs_handlers, auth_handlers, admin_handlers, persona_handlers, chat_handlers)
+HANDLER_MODULES = (
+    health_handlers,
+    docs_handlers,
+    auth_handlers,
+    admin_handlers,
+    persona_handlers,
+    knowledge_handlers,
+    chat_handlers,
+)
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -110,6 +121,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     app[ADMIN_SERVICE] = AdminService(pool=app[POOL], events=events)
     app[PERSONA_SERVICE] = PersonaService(pool=app[POOL], plans=app[PLANS], events=events)
+    app[KNOWLEDGE_SERVICE] = KnowledgeService(
+        pool=app[POOL], personas=app[PERSONA_SERVICE], upload_max_bytes=settings.upload_max_bytes
+    )
     app[CHAT_SERVICE] = ChatService(
         pool=app[POOL],
         events=events,

@@ -14,6 +14,7 @@ from server.tokens import TokenSigner
 from services.admin import AdminService
 from services.auth import AuthService
 from services.chat import ChatService
+from services.knowledge import KnowledgeService
 from services.personas import PersonaService
 from services.plans import Plans
 from services.ratelimit import RateLimiter
@@ -32,3 +33,4 @@ ADMIN_SERVICE = web.AppKey("admin_service", AdminService)
 PLANS = web.AppKey("plans", Plans)
 PERSONA_SERVICE = web.AppKey("persona_service", PersonaService)
 CHAT_SERVICE = web.AppKey("chat_service", ChatService)
+KNOWLEDGE_SERVICE = web.AppKey("knowledge_service", KnowledgeService)

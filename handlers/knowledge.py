@@ -1,7 +1,321 @@
-"""REST: /api/v1/personas/{id}/knowledge, /personas/import, /personas/{id}/export. (Being filled in.)"""
+"""REST: /api/v1/personas/{id}/knowledge (a persona's knowledge base, its owner's only),
+/personas/import and /personas/{id}/export (Character Cards).
+
+Uploads are multipart, read part by part and refused with 413 as soon as a file passes the size limit:
+a request never buffers more than the limit. What a file is gets decided from its bytes, never its name."""
 
 from __future__ import annotations
 
-from handlers.api import Api
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.multipart import BodyPartReader
+from pydantic import BaseModel, ConfigDict, Field
+
+from handlers.api import Api, decode_cursor, encode_cursor, parse_model, path_uuid, read_json
+from handlers.personas import PersonaOut
+from handlers.schemas import Strict
+from server.errors import BadRequest, PayloadTooLarge, ValidationFailed
+from server.keys import KNOWLEDGE_SERVICE
+from services.knowledge import TEXT_MAX_CHARS, UnsupportedMediaType
+from storage.knowledge import public_entry
+from storage.personas import public_persona
+from storage.users import UserRow
 
 api = Api("knowledge")
+P = "/api/v1/personas"
+# Room for the multipart framing and small fields around the file itself.
+MULTIPART_SLACK = 64 * 1024
+FIELD_MAX_BYTES = 4096
+READ_CHUNK = 64 * 1024
+
+Title = Annotated[str, Field(min_length=1, max_length=200)]
+Source = Literal["text", "file", "character_book"]
+
+
+class KnowledgeTextIn(Strict):
+    title: Title
+    content: str = Field(min_length=1, max_length=TEXT_MAX_CHARS)
+
+
+class KnowledgeFileFields(Strict):
+    title: Title | None = None
+
+
+class KnowledgeEntryOut(BaseModel):
+    id: UUID
+    persona_id: UUID
+    title: str
+    source: Source
+    filename: str | None = Field(description="The uploaded file's name (source `file`)")
+    content_type: str | None = Field(description="text/plain, text/markdown or application/pdf (source `file`)")
+    keys: list[str] = Field(description="A character book entry's trigger words")
+    chars: int
+    chunks: int
+    created_at: datetime
+
+
+class KnowledgeEntryDetail(KnowledgeEntryOut):
+    content: str
+
+
+class KnowledgePage(BaseModel):
+    items: list[KnowledgeEntryOut]
+    next_cursor: str | None
+
+
+class KnowledgeListQuery(Strict):
+    limit: int = Field(default=20, ge=1, le=100)
+    cursor: str | None = Field(default=None, max_length=512, description="next_cursor of the previous page")
+
+
+class _Keyset(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    created_at: datetime
+    id: UUID
+
+
+class ImportOut(BaseModel):
+    persona: PersonaOut
+    knowledge_entries: int = Field(description="Knowledge entries made from the card's character book")
+    truncated: list[str] = Field(description="Fields clipped to fit Parlor's limits (e.g. `description`)")
+
+
+class ExportQuery(Strict):
+    format: Literal["json", "png"] = "json"
+
+
+class CardBookEntryOut(BaseModel):
+    keys: list[str]
+    content: str
+    enabled: bool
+    insertion_order: int
+    name: str
+    comment: str
+
+
+class CardBookOut(BaseModel):
+    name: str
+    entries: list[CardBookEntryOut]
+
+
+class CardDataOut(BaseModel):
+    name: str
+    description: str
+    personality: str
+    scenario: str
+    first_mes: str
+    mes_example: str
+    creator_notes: str
+    system_prompt: str
+    post_history_instructions: str
+    alternate_greetings: list[str]
+    tags: list[str]
+    creator: str
+    character_version: str
+    character_book: CardBookOut | None = None
+    extensions: dict[str, Any]
+
+
+class CharacterCardOut(BaseModel):
+    """Character Card V2 (format=json). With format=png: a PNG carrying this card base64-encoded in a
+    `chara` tEXt chunk and its V3 form in a `ccv3` one."""
+
+    spec: Literal["chara_card_v2"]
+    spec_version: Literal["2.0"]
+    data: CardDataOut
+
+
+# --- multipart ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Upload:
+    filename: str | None
+    data: bytes
+    fields: dict[str, str]
+
+
+def _invalid(field: str, message: str) -> ValidationFailed:
+    return ValidationFailed(f"{field}: {message}", details=[{"field": field, "message": message}])
+
+
+async def read_upload(request: web.Request, *, limit: int, fields: tuple[str, ...] = ()) -> Upload:
+    """A multipart/form-data body with one `file` part of at most `limit` bytes (413 beyond, found while
+    streaming: never more than the limit is held) and optional small text `fields`. Other parts: 422."""
+    if request.content_type != "multipart/form-data":
+        raise UnsupportedMediaType("send multipart/form-data with a `file` part")
+    if request.content_length is not None and request.content_length > limit + MULTIPART_SLACK:
+        raise PayloadTooLarge(f"file: larger than {limit} bytes")
+    file: tuple[str | None, bytes] | None = None
+    values: dict[str, str] = {}
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                raise _invalid("file", "nested multipart is not supported")
+            name = part.name or ""
+            if name == "file":
+                if file is not None:
+                    raise _invalid("file", "send one file")
+                file = (part.filename, await _read_part(part, limit, what="file"))
+            elif name in fields:
+                raw = await _read_part(part, FIELD_MAX_BYTES, what=name)
+                try:
+                    values[name] = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise _invalid(name, "not UTF-8 text") from err
+            else:
+                raise _invalid(name or "(unnamed part)", "unknown field")
+    except (ValueError, HttpProcessingError) as err:
+        raise BadRequest("malformed multipart body", code="invalid_multipart") from err
+    if file is None:
+        raise _invalid("file", "required: a multipart part named `file`")
+    filename, data = file
+    if not data:
+        raise _invalid("file", "the file is empty")
+    return Upload(filename, data, values)
+
+
+async def _read_part(part: BodyPartReader, limit: int, *, what: str) -> bytes:
+    data = bytearray()
+    while chunk := await part.read_chunk(READ_CHUNK):
+        data += chunk
+        if len(data) > limit:
+            if what == "file":
+                raise PayloadTooLarge(f"file: larger than {limit} bytes")
+            raise _invalid(what, f"longer than {limit} bytes")
+    return bytes(data)
+
+
+# --- knowledge ------------------------------------------------------------------------------------
+
+
+@api.route(
+    "GET",
+    f"{P}/{{id}}/knowledge",
+    summary="My persona's knowledge entries, newest first",
+    query=KnowledgeListQuery,
+    response=KnowledgePage,
+    errors=(404,),
+)
+async def list_knowledge(request: web.Request, user: UserRow, query: KnowledgeListQuery) -> dict[str, Any]:
+    """Owner only (anyone else: 404, even for a public persona). Entries without their text."""
+    position = decode_cursor(query.cursor, _Keyset)
+    before = (position.created_at, position.id) if position is not None else None
+    page = await request.app[KNOWLEDGE_SERVICE].list_entries(user, path_uuid(request), before=before, limit=query.limit)
+    cursor = None
+    if page.more:
+        last = page.items[-1]
+        cursor = encode_cursor(_Keyset(created_at=last.created_at, id=last.id))
+    return {"items": [public_entry(e) for e in page.items], "next_cursor": cursor}
+
+
+@api.route(
+    "POST",
+    f"{P}/{{id}}/knowledge",
+    summary="Add knowledge to my persona: a text, or a TXT/Markdown/PDF file",
+    response=KnowledgeEntryOut,
+    status=201,
+    errors=(404, 413, 415, 422),
+)
+async def add_knowledge(request: web.Request, user: UserRow) -> dict[str, Any]:
+    """Two forms of request:
+
+    - `application/json` `{"title": 1..200 chars, "content": 1..200000 chars}` → source `text`;
+    - `multipart/form-data` with a `file` part (TXT, Markdown or PDF, at most UPLOAD_MAX_BYTES) and an
+      optional `title` part (default: the file's name) → source `file`. The type comes from the content:
+      `%PDF-` is a PDF, UTF-8 text is text; anything else is 415. A PDF that is password-protected or
+      damaged, or a file with no text, is 422.
+
+    The text is split into chunks of about 800-1200 characters that chat replies draw on. Owner only."""
+    knowledge = request.app[KNOWLEDGE_SERVICE]
+    persona_id = path_uuid(request)
+    if request.content_type == "application/json":
+        body = parse_model(KnowledgeTextIn, await read_json(request, knowledge.upload_max_bytes))
+        entry = await knowledge.add_text(user, persona_id, title=body.title, content=body.content)
+    elif request.content_type == "multipart/form-data":
+        upload = await read_upload(request, limit=knowledge.upload_max_bytes, fields=("title",))
+        extra = parse_model(KnowledgeFileFields, upload.fields)
+        entry = await knowledge.add_file(
+            user, persona_id, data=upload.data, filename=upload.filename, title=extra.title
+        )
+    else:
+        raise UnsupportedMediaType("send application/json {title, content} or multipart/form-data with a `file`")
+    return public_entry(entry)
+
+
+@api.route(
+    "GET",
+    f"{P}/{{id}}/knowledge/{{entry_id}}",
+    summary="One knowledge entry of my persona, with its text",
+    response=KnowledgeEntryDetail,
+    errors=(404,),
+)
+async def get_knowledge(request: web.Request, user: UserRow) -> dict[str, Any]:
+    document = await request.app[KNOWLEDGE_SERVICE].get_entry(user, path_uuid(request), path_uuid(request, "entry_id"))
+    return {**public_entry(document.entry), "content": document.content}
+
+
+@api.route(
+    "DELETE",
+    f"{P}/{{id}}/knowledge/{{entry_id}}",
+    summary="Delete a knowledge entry of my persona",
+    status=204,
+    errors=(404,),
+)
+async def delete_knowledge(request: web.Request, user: UserRow) -> None:
+    await request.app[KNOWLEDGE_SERVICE].delete_entry(user, path_uuid(request), path_uuid(request, "entry_id"))
+
+
+# --- Character Cards ------------------------------------------------------------------------------
+
+
+@api.route(
+    "POST",
+    f"{P}/import",
+    summary="Import a Character Card (PNG or JSON) as a new private persona",
+    response=ImportOut,
+    status=201,
+    errors=(403, 413, 415, 422),
+)
+async def import_card(request: web.Request, user: UserRow) -> dict[str, Any]:
+    """`multipart/form-data` with a `file` part: a PNG carrying a card (text chunk `ccv3` or `chara`) or a
+    card's JSON (V1, V2 or V3). Mapping: name, description; first_mes → greeting; tags (lowercased, at
+    most 20); personality, or personality/scenario/system prompt/example dialogue as labelled sections →
+    personality; each enabled character book entry → a knowledge entry (source `character_book`). Counts
+    against the plan's persona limit (403 `plan_limit`). Neither PNG nor JSON: 415; no card, or a broken
+    one: 422 naming the problem."""
+    knowledge = request.app[KNOWLEDGE_SERVICE]
+    upload = await read_upload(request, limit=knowledge.upload_max_bytes)
+    imported = await knowledge.import_card(user, upload.data)
+    return {
+        "persona": public_persona(imported.persona),
+        "knowledge_entries": imported.knowledge_entries,
+        "truncated": imported.truncated,
+    }
+
+
+@api.route(
+    "GET",
+    f"{P}/{{id}}/export",
+    summary="Export a persona (mine or public) as a Character Card",
+    query=ExportQuery,
+    response=CharacterCardOut,
+    errors=(404,),
+)
+async def export_card(request: web.Request, user: UserRow, query: ExportQuery) -> web.Response:
+    """`format=json` (default): Character Card V2 JSON. `format=png`: a placeholder portrait carrying the
+    card as V2 (`chara` chunk) and V3 (`ccv3` chunk), which SillyTavern and most card tools import. Sent
+    as an attachment. The persona's knowledge goes into the card's character book when the owner exports
+    it; others get the persona alone."""
+    exported = await request.app[KNOWLEDGE_SERVICE].export_card(user, path_uuid(request), fmt=query.format)
+    return web.Response(
+        body=exported.body,
+        content_type=exported.content_type,
+        headers={"Content-Disposition": f'attachment; filename="{exported.filename}"'},
+    )

@@ -13,6 +13,7 @@ from realtime.guard import SocketUsers
 from server.errors import Forbidden
 from services.chat import ChatService
 from services.events import chat_room
+from services.replies import ReplyService
 from storage.chat import public_message, public_session
 from storage.users import UserRow
 
@@ -38,7 +39,9 @@ class TypingIn(Payload):
     typing: bool
 
 
-def register(sio: socketio.AsyncServer, events: EventRegistry, *, chat: ChatService, users: SocketUsers) -> None:
+def register(
+    sio: socketio.AsyncServer, events: EventRegistry, *, chat: ChatService, replies: ReplyService, users: SocketUsers
+) -> None:
     @events.on("chat:join", SessionRef)
     async def join(sid: str, user: UserRow, payload: SessionRef) -> dict[str, Any]:
         session = await chat.get_session(user, payload.session_id)
@@ -64,7 +67,7 @@ def register(sio: socketio.AsyncServer, events: EventRegistry, *, chat: ChatServ
             "messages": [public_message(m) for m in result.messages],
             "has_more": result.has_more,
             "last_seq": result.last_seq,
-            "streams": [],  # AI replies in flight, once replies exist
+            "streams": await replies.live_streams(payload.session_id),
         }
 
     @events.on("typing", TypingIn)

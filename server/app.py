@@ -12,14 +12,16 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from handlers import admin as admin_handlers
+from handlers import ai as ai_handlers
 from handlers import auth as auth_handlers
 from handlers import chat as chat_handlers
 from handlers import docs as docs_handlers
 from handlers import health as health_handlers
 from handlers import knowledge as knowledge_handlers
 from handlers import personas as persona_handlers
+from providers.ai.factory import create_provider
 from providers.firebase_auth import FirebaseAdminVerifier
-from realtime import chat_events
+from realtime import ai_events, chat_events
 from realtime import connection as socket_connection
 from realtime.acks import EventRegistry
 from realtime.emitter import SocketEvents
@@ -31,10 +33,11 @@ from server.config import Settings
 from server.embedded import load_or_create_secret, start_embedded_postgres
 from server.keys import (
     ADMIN_SERVICE,
+    AI_TOOLS,
     AUTH_SERVICE,
     CHAT_SERVICE,
-    KNOWLEDGE_SERVICE,
     DB_DSN,
+    KNOWLEDGE_SERVICE,
     LIMITER,
     METRICS,
     PERSONA_SERVICE,
@@ -42,6 +45,7 @@ from server.keys import (
     POOL,
     REDIS,
     REGISTRY,
+    REPLY_SERVICE,
     SETTINGS,
     SIGNER,
     SIO,
@@ -49,12 +53,16 @@ from server.keys import (
 from server.metrics import Metrics
 from server.tokens import TokenSigner
 from services.admin import AdminService
+from services.ai_tools import AITools
 from services.auth import AuthService
 from services.chat import ChatService
+from services.control_bus import ControlBus
 from services.knowledge import KnowledgeService
 from services.personas import PersonaService
 from services.plans import Plans
 from services.ratelimit import RateLimiter
+from services.replies import ReplyService, ReplySettings
+from services.stream_buffer import FallbackStreamBuffer, MemoryStreamBuffer, RedisStreamBuffer, StreamBuffer
 from storage.db import create_pool, migrate
 
 log = structlog.get_logger("parlor")
@@ -66,6 +74,7 @@ HANDLER_MODULES = (
     persona_handlers,
     knowledge_handlers,
     chat_handlers,
+    ai_handlers,
 )
 
 
@@ -131,6 +140,39 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         send_rate_per_minute=settings.send_rate_per_minute,
         message_max_chars=settings.message_max_chars,
     )
+    redis = app.get(REDIS)
+    provider = create_provider(settings)
+    memory_buffer = MemoryStreamBuffer(retention_seconds=settings.ai_stream_retention_seconds)
+    buffer: StreamBuffer = memory_buffer
+    if redis is not None:
+        buffer = FallbackStreamBuffer(
+            RedisStreamBuffer(
+                redis, prefix=settings.redis_prefix, retention_seconds=settings.ai_stream_retention_seconds
+            ),
+            memory_buffer,
+        )
+    bus = ControlBus(redis, prefix=settings.redis_prefix)
+    app[REPLY_SERVICE] = ReplyService(
+        pool=app[POOL],
+        provider=provider,
+        buffer=buffer,
+        events=events,
+        bus=bus,
+        knowledge=app[KNOWLEDGE_SERVICE],
+        settings=ReplySettings(
+            first_token_timeout=settings.ai_first_token_timeout_seconds,
+            idle_timeout=settings.ai_idle_timeout_seconds,
+            max_attempts=settings.ai_max_attempts,
+            coalesce_seconds=settings.ai_coalesce_ms / 1000,
+            context_tokens=settings.ai_context_tokens,
+            max_output_tokens=settings.ai_max_output_tokens,
+            knowledge_chunks=settings.ai_knowledge_chunks,
+            stale_after_seconds=settings.ai_timeout_seconds * 3,
+        ),
+    )
+    app[CHAT_SERVICE].on_user_message(app[REPLY_SERVICE].on_user_message)
+    app[AI_TOOLS] = AITools(provider, timeout_seconds=settings.ai_timeout_seconds)
+    await bus.start()
     sio = app[SIO]
     users = SocketUsers(sio, app[AUTH_SERVICE])
     presence = Presence(app.get(REDIS), prefix=settings.redis_prefix)
@@ -138,9 +180,14 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         sio, auth_service=app[AUTH_SERVICE], users=users, presence=presence, metrics=app[METRICS]
     )
     registry = EventRegistry(sio, users, app[METRICS])
-    chat_events.register(sio, registry, chat=app[CHAT_SERVICE], users=users)
-    log.info("parlor ready", ai_provider=settings.resolved_ai_provider)
+    chat_events.register(sio, registry, chat=app[CHAT_SERVICE], replies=app[REPLY_SERVICE], users=users)
+    ai_events.register(sio, registry, replies=app[REPLY_SERVICE], users=users)
+    log.info("parlor ready", ai_provider=provider.name)
     yield
+    await app[REPLY_SERVICE].shutdown(grace_seconds=settings.shutdown_timeout_seconds)
+    await bus.aclose()
+    await buffer.aclose()
+    await provider.aclose()
     if firebase is not None:
         firebase.close()
 

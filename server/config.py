@@ -35,6 +35,18 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = None
     openai_model: str | None = None
 
+    # AI replies: timeouts, retries (before the first token only), coalescing, prompt budget.
+    ai_timeout_seconds: float = 60.0
+    ai_first_token_timeout_seconds: float = 30.0
+    ai_idle_timeout_seconds: float = 30.0
+    ai_max_attempts: int = Field(default=3, ge=1)
+    ai_coalesce_ms: int = Field(default=25, ge=0)
+    ai_context_tokens: int = Field(default=6000, ge=256)
+    ai_max_output_tokens: int = Field(default=1024, ge=16)
+    ai_knowledge_chunks: int = Field(default=4, ge=0)
+    ai_stream_retention_seconds: int = Field(default=600, ge=10)
+    demo_token_delay_ms: int = Field(default=30, ge=0)
+
     stripe_secret_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
     stripe_api_base: str | None = None

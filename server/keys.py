@@ -12,12 +12,14 @@ from server.config import Settings
 from server.metrics import Metrics
 from server.tokens import TokenSigner
 from services.admin import AdminService
+from services.ai_tools import AITools
 from services.auth import AuthService
 from services.chat import ChatService
 from services.knowledge import KnowledgeService
 from services.personas import PersonaService
 from services.plans import Plans
 from services.ratelimit import RateLimiter
+from services.replies import ReplyService
 
 SETTINGS = web.AppKey("settings", Settings)
 DB_DSN = web.AppKey("db_dsn", str)
@@ -34,3 +36,5 @@ PLANS = web.AppKey("plans", Plans)
 PERSONA_SERVICE = web.AppKey("persona_service", PersonaService)
 CHAT_SERVICE = web.AppKey("chat_service", ChatService)
 KNOWLEDGE_SERVICE = web.AppKey("knowledge_service", KnowledgeService)
+REPLY_SERVICE = web.AppKey("reply_service", ReplyService)
+AI_TOOLS = web.AppKey("ai_tools", AITools)

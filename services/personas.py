@@ -18,6 +18,7 @@ import structlog
 from server.errors import Forbidden, NotFound, Unauthorized
 from services.events import Events
 from services.plans import Plans
+from storage.knowledge import KnowledgeStore
 from storage.personas import PersonaRow, PersonaStore, ScoredPersona
 from storage.users import UserRow, UserStore
 
@@ -50,6 +51,7 @@ class PersonaService:
         self._events = events
         self._personas = PersonaStore()
         self._users = UserStore()
+        self._knowledge = KnowledgeStore()
 
     # --- plan limit ----------------------------------------------------------------------------
 
@@ -109,19 +111,45 @@ class PersonaService:
         visibility: str = "private",
     ) -> PersonaRow:
         async with self._pool.acquire() as conn, conn.transaction():
-            await self._reserve_slot(conn, user)
-            persona = await self._personas.insert(
+            persona = await self.create_in(
                 conn,
-                owner_id=user.id,
+                user,
                 name=name,
                 description=description,
                 personality=personality,
                 greeting=greeting,
-                tags=normalize_tags(tags),
+                tags=tags,
                 visibility=visibility,
             )
         log.info("persona created", persona_id=str(persona.id))
         return persona
+
+    async def create_in(
+        self,
+        conn: asyncpg.Connection,
+        user: UserRow,
+        *,
+        name: str,
+        description: str = "",
+        personality: str = "",
+        greeting: str = "",
+        tags: Sequence[str] = (),
+        visibility: str = "private",
+    ) -> PersonaRow:
+        """`create` inside the caller's transaction, for callers that store more with the new persona
+        (Character Card import adds its knowledge): the plan check and the insert commit or roll back with
+        the rest."""
+        await self._reserve_slot(conn, user)
+        return await self._personas.insert(
+            conn,
+            owner_id=user.id,
+            name=name,
+            description=description,
+            personality=personality,
+            greeting=greeting,
+            tags=normalize_tags(tags),
+            visibility=visibility,
+        )
 
     async def update(
         self,
@@ -161,7 +189,8 @@ class PersonaService:
         log.info("persona deleted", persona_id=str(persona_id))
 
     async def clone(self, user: UserRow, persona_id: UUID) -> PersonaRow:
-        """A private copy of a persona the user can read, owned by the user; counts against the plan."""
+        """A private copy of a persona the user can read, with its knowledge base, owned by the user;
+        counts against the plan."""
         async with self._pool.acquire() as conn, conn.transaction():
             source = await self._personas.get(conn, persona_id)
             if source is None or not source.readable_by(user.id):
@@ -179,6 +208,7 @@ class PersonaService:
                 avatar_file_id=source.avatar_file_id,
                 cloned_from=source.id,
             )
-            # Knowledge base: copy the source's knowledge entries and chunks here (issue: knowledge).
-        log.info("persona cloned", persona_id=str(persona.id), source_id=str(source.id))
+            # The knowledge base comes along (entries and their chunks), in the same transaction.
+            knowledge = await self._knowledge.copy(conn, source_persona_id=source.id, target_persona_id=persona.id)
+        log.info("persona cloned", persona_id=str(persona.id), source_id=str(source.id), knowledge=knowledge)
         return persona

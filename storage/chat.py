@@ -56,6 +56,38 @@ SELECT * FROM (
     SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3
 ) newest ORDER BY seq
 """
+# --- AI replies ---
+SESSION_SEQ = """
+UPDATE chat_sessions SET last_seq = last_seq + 1, updated_at = now()
+WHERE id = $1 RETURNING last_seq, persona_id, user_id
+"""
+FAIL_STALE_STREAMING = """
+UPDATE messages SET status = 'failed'
+WHERE session_id = $1 AND status = 'streaming' AND created_at < now() - make_interval(secs => $2)
+"""
+HAS_STREAMING = "SELECT EXISTS (SELECT 1 FROM messages WHERE session_id = $1 AND status = 'streaming')"
+# User messages after the last reply that answered (a failed reply answered nothing).
+UNANSWERED = f"""
+SELECT {_MESSAGE_COLUMNS} FROM messages
+WHERE session_id = $1 AND role = 'user' AND seq > COALESCE(
+    (SELECT max(seq) FROM messages
+     WHERE session_id = $1 AND role = 'assistant' AND status IN ('complete', 'stopped')), 0)
+ORDER BY seq
+"""
+RECENT = f"""
+SELECT * FROM (
+    SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3
+) newest ORDER BY seq
+"""
+FINISH_REPLY = f"""
+UPDATE messages SET content = $2, status = $3, usage = $4
+WHERE id = $1 AND status = 'streaming' RETURNING {_MESSAGE_COLUMNS}
+"""
+MESSAGE_BY_ID = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = $1"
+FIRST_REPLY_AFTER = f"""
+SELECT {_MESSAGE_COLUMNS} FROM messages
+WHERE session_id = $1 AND role = 'assistant' AND seq > $2 ORDER BY seq LIMIT 1
+"""
 
 
 @dataclass(frozen=True)
@@ -166,6 +198,38 @@ class ChatStore:
         self, conn: asyncpg.Connection, *, session_id: UUID, before_seq: int, limit: int
     ) -> list[MessageRow]:
         return [MessageRow(**dict(r)) for r in await conn.fetch(MESSAGES_BEFORE, session_id, before_seq, limit)]
+
+    # --- AI replies ---
+
+    async def lock_next_seq(self, conn: asyncpg.Connection, session_id: UUID) -> tuple[int, UUID | None, UUID] | None:
+        """Next seq of the session (locking its row until commit), its persona and its owner."""
+        record = await conn.fetchrow(SESSION_SEQ, session_id)
+        return (record["last_seq"], record["persona_id"], record["user_id"]) if record else None
+
+    async def fail_stale_streaming(self, conn: asyncpg.Connection, session_id: UUID, *, older_than: float) -> None:
+        await conn.execute(FAIL_STALE_STREAMING, session_id, older_than)
+
+    async def has_streaming(self, conn: asyncpg.Connection, session_id: UUID) -> bool:
+        return bool(await conn.fetchval(HAS_STREAMING, session_id))
+
+    async def unanswered(self, conn: asyncpg.Connection, session_id: UUID) -> list[MessageRow]:
+        return [MessageRow(**dict(r)) for r in await conn.fetch(UNANSWERED, session_id)]
+
+    async def recent(
+        self, conn: asyncpg.Connection, session_id: UUID, *, before_seq: int, limit: int
+    ) -> list[MessageRow]:
+        return [MessageRow(**dict(r)) for r in await conn.fetch(RECENT, session_id, before_seq, limit)]
+
+    async def finish_reply(
+        self, conn: asyncpg.Connection, message_id: UUID, *, content: str, status: str, usage: dict[str, Any] | None
+    ) -> MessageRow | None:
+        return _message(await conn.fetchrow(FINISH_REPLY, message_id, content, status, usage))
+
+    async def message(self, conn: asyncpg.Connection, message_id: UUID) -> MessageRow | None:
+        return _message(await conn.fetchrow(MESSAGE_BY_ID, message_id))
+
+    async def first_reply_after(self, conn: asyncpg.Connection, session_id: UUID, seq: int) -> MessageRow | None:
+        return _message(await conn.fetchrow(FIRST_REPLY_AFTER, session_id, seq))
 
 
 def public_session(session: SessionRow) -> dict[str, Any]:

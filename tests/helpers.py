@@ -43,6 +43,9 @@ def make_settings(**overrides: Any) -> Settings:
         "argon2_time_cost": 1,
         "argon2_memory_kib": 8192,
         "log_format": "console",
+        # Every user message gets a (demo) AI reply; keep them instant so tests stay fast.
+        "demo_token_delay_ms": 0,
+        "shutdown_timeout_seconds": 3,
     }
     base.update(overrides)
     return Settings(_env_file=None, **base)  # type: ignore[call-arg]
@@ -125,3 +128,27 @@ class Inbox:
 
     def __getitem__(self, name: str) -> list[Any]:
         return self.events[name]
+
+
+async def settled_rows(database_url: str, session_id: str, limit: float = 20.0) -> list[dict[str, Any]]:
+    """The session's stored messages once no AI reply is streaming in it, in seq order."""
+    import asyncio
+    import time
+
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        deadline = time.monotonic() + limit
+        while await conn.fetchval(
+            "SELECT count(*) FROM messages WHERE session_id = $1 AND status = 'streaming'", uuid.UUID(session_id)
+        ):
+            assert time.monotonic() < deadline, "a reply kept streaming"
+            await asyncio.sleep(0.02)
+        rows = await conn.fetch(
+            "SELECT id, seq, role, content, status FROM messages WHERE session_id = $1 ORDER BY seq",
+            uuid.UUID(session_id),
+        )
+        return [{**dict(r), "id": str(r["id"])} for r in rows]
+    finally:
+        await conn.close()

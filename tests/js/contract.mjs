@@ -97,10 +97,12 @@ await check("a repeated client_id returns the same message", async () => {
 await check("sync returns what came after a seq", async () => {
   const ack = await socket.timeout(5000).emitWithAck("sync", { session_id: sessionId, after_seq: sent.seq - 1 });
   assert.equal(ack.ok, true);
-  assert.deepEqual(ack.messages.map((m) => m.id), [sent.id]);
+  // The user's message first; the persona's AI reply (seq after it) may follow.
+  assert.equal(ack.messages[0].id, sent.id);
+  assert.ok(ack.messages.slice(1).every((m) => m.role === "assistant" && m.seq > sent.seq));
   assert.equal(ack.has_more, false);
-  assert.equal(ack.last_seq, sent.seq);
-  assert.deepEqual(ack.streams, []);
+  assert.ok(ack.last_seq >= sent.seq);
+  assert.ok(Array.isArray(ack.streams));
 });
 
 await check("bad payloads and unknown events get error acks", async () => {

@@ -1,0 +1,195 @@
+"""REST: /api/v1/ai — the whole reply, the reply as Server-Sent Events (resumable with Last-Event-ID),
+sentiment and prompt enhancement. Sending goes through ChatService exactly like `message:send`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+from uuid import UUID
+
+from aiohttp import web
+from aiohttp_sse import sse_response
+from pydantic import BaseModel, Field
+
+from handlers.api import Api, path_uuid
+from handlers.chat import MessageOut
+from handlers.schemas import Strict
+from providers.ai.base import ProviderError
+from server.errors import AppError, NotFound, ValidationFailed
+from server.keys import AI_TOOLS, CHAT_SERVICE, REPLY_SERVICE, SETTINGS
+from services.replies import ReplyService
+from services.stream_buffer import StreamGone
+from storage.chat import MessageRow, public_message
+from storage.users import UserRow
+
+api = Api("ai")
+P = "/api/v1/ai"
+POLL_SECONDS = 0.05
+
+
+class ChatIn(Strict):
+    session_id: UUID
+    client_id: UUID
+    content: str = Field(min_length=1, max_length=200_000)
+
+
+class TextIn(Strict):
+    text: str = Field(min_length=1, max_length=20_000)
+
+
+class SentimentOut(BaseModel):
+    label: str
+
+
+class EnhanceOut(BaseModel):
+    text: str
+
+
+class ResumeQuery(Strict):
+    from_index: int | None = Field(default=None, ge=0)
+
+
+def _provider_error(err: ProviderError) -> AppError:
+    status = 504 if err.code == "provider_timeout" else 502
+    return AppError(err.message, code=err.code, status=status)
+
+
+async def _send_and_find_reply(request: web.Request, user: UserRow, body: ChatIn) -> MessageRow:
+    """Store the message (deduplicated by client_id), then wait for the reply that answers it to start
+    (it may be queued behind a reply already streaming in this session)."""
+    result = await request.app[CHAT_SERVICE].send(user, body.session_id, client_id=body.client_id, content=body.content)
+    replies = request.app[REPLY_SERVICE]
+    if not result.created:
+        await replies.kick(body.session_id)  # a retry after a failed reply: answer it again
+    deadline = time.monotonic() + request.app[SETTINGS].ai_timeout_seconds * 2
+    while time.monotonic() < deadline:
+        reply = await replies.reply_after(user, body.session_id, result.message.seq)
+        if reply is not None:
+            return reply
+        await asyncio.sleep(POLL_SECONDS)
+    raise AppError("no reply started in time", code="provider_timeout", status=504)
+
+
+async def _wait_done(replies: ReplyService, reply: MessageRow) -> MessageRow:
+    if reply.status == "streaming":
+        try:
+            async for entry in replies.buffer.follow(str(reply.id), 0):
+                if entry.event == "ai:error" and entry.data:
+                    raise AppError(entry.data["message"], code=entry.data["code"], status=502)
+        except StreamGone:
+            pass
+    final = await replies.message(reply.id)
+    if final is None:
+        raise NotFound("reply not found")
+    if final.status == "failed":
+        raise AppError("the reply failed; send again", code="provider_error", status=502)
+    return final
+
+
+@api.route(
+    "POST",
+    f"{P}/generate",
+    summary="Send a message and get the whole reply",
+    body=ChatIn,
+    response=MessageOut,
+    errors=(404, 429, 502, 504),
+)
+async def generate(request: web.Request, user: UserRow, body: ChatIn) -> dict[str, Any]:
+    """The user message is stored like `message:send` (same `client_id` dedupe, same events); the answer
+    is the stored assistant reply once complete. Sockets watching the chat see it stream meanwhile."""
+    reply = await _send_and_find_reply(request, user, body)
+    return public_message(await _wait_done(request.app[REPLY_SERVICE], reply))
+
+
+async def _stream_sse(
+    request: web.Request, replies: ReplyService, stream_id: str, from_index: int, start: dict[str, Any] | None
+) -> web.StreamResponse:
+    async with sse_response(request, headers={"X-Accel-Buffering": "no"}) as sse:
+        if start is not None:
+            await sse.send(json.dumps(start), event="start")
+        try:
+            async for entry in replies.buffer.follow(stream_id, from_index):
+                if entry.event is None:
+                    data = {"stream_id": stream_id, "index": entry.index, "text": entry.text}
+                    await sse.send(json.dumps(data), id=str(entry.index), event="chunk")
+                else:
+                    await sse.send(json.dumps(entry.data), event="done" if entry.event == "ai:done" else "error")
+        except StreamGone:
+            gone = {"stream_id": stream_id, "code": "stream_gone", "message": "the stream is no longer buffered"}
+            await sse.send(json.dumps(gone), event="error")
+    return sse
+
+
+@api.route(
+    "POST",
+    f"{P}/stream",
+    summary="Send a message and stream the reply (SSE)",
+    body=ChatIn,
+    response=str,
+    content_type="text/event-stream",
+    errors=(404, 429),
+)
+async def stream(request: web.Request, user: UserRow, body: ChatIn) -> web.StreamResponse:
+    """Events: `start` {stream_id, session_id, reply_to, message}, `chunk` {stream_id, index, text} with
+    the SSE `id` set to the chunk index, then `done` {stream_id, message, usage} or `error`
+    {stream_id, code, message}. Reconnect with `GET /api/v1/ai/stream/{stream_id}` and `Last-Event-ID`."""
+    reply = await _send_and_find_reply(request, user, body)
+    start = {
+        "stream_id": str(reply.id),
+        "session_id": str(reply.session_id),
+        "reply_to": str(reply.reply_to) if reply.reply_to else None,
+        "message": public_message(reply),
+    }
+    return await _stream_sse(request, request.app[REPLY_SERVICE], str(reply.id), 0, start)
+
+
+@api.route(
+    "GET",
+    f"{P}/stream/{{stream_id}}",
+    summary="Resume a reply stream (SSE)",
+    query=ResumeQuery,
+    response=str,
+    content_type="text/event-stream",
+    errors=(404,),
+)
+async def resume_stream(request: web.Request, user: UserRow, query: ResumeQuery) -> web.StreamResponse:
+    """Continues after the `Last-Event-ID` header (the last chunk index received) or from `from_index`."""
+    stream_id = str(path_uuid(request, "stream_id"))
+    replies = request.app[REPLY_SERVICE]
+    await replies.owned_stream(user, stream_id)
+    from_index = query.from_index or 0
+    last_event = request.headers.get("Last-Event-ID")
+    if last_event is not None and query.from_index is None:
+        if not last_event.isdigit():
+            raise ValidationFailed(
+                "Last-Event-ID: must be a chunk index", details=[{"field": "Last-Event-ID", "message": "not a number"}]
+            )
+        from_index = int(last_event) + 1
+    return await _stream_sse(request, replies, stream_id, from_index, None)
+
+
+@api.route(
+    "POST", f"{P}/sentiment", summary="Sentiment of a text", body=TextIn, response=SentimentOut, errors=(502, 504)
+)
+async def sentiment(request: web.Request, user: UserRow, body: TextIn) -> dict[str, Any]:
+    try:
+        return {"label": await request.app[AI_TOOLS].sentiment(body.text)}
+    except ProviderError as err:
+        raise _provider_error(err) from err
+
+
+@api.route(
+    "POST",
+    f"{P}/enhance-prompt",
+    summary="Rewrite a persona description",
+    body=TextIn,
+    response=EnhanceOut,
+    errors=(502, 504),
+)
+async def enhance_prompt(request: web.Request, user: UserRow, body: TextIn) -> dict[str, Any]:
+    try:
+        return {"text": await request.app[AI_TOOLS].enhance_prompt(body.text)}
+    except ProviderError as err:
+        raise _provider_error(err) from err

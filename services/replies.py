@@ -1,0 +1,393 @@
+"""ReplyService: the AI turn. A reply is a server task keyed by the reply message's id (the stream id),
+not by a socket: sockets only watch it. One reply at a time per chat session; when it ends, the next
+one answers every user message that arrived meanwhile.
+
+The streaming assistant row is the claim (a unique partial index allows one per session), so two nodes
+kicking the same session cannot both start a reply."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import structlog
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from providers.ai.base import AIProvider, Piece, Prompt, ProviderError
+from server.errors import NotFound
+from services.control_bus import ControlBus
+from services.events import Events, chat_room, user_room
+from services.knowledge import KnowledgeService
+from services.prompt import build_prompt
+from services.stream_buffer import StreamBuffer, StreamInfo
+from storage.chat import ChatStore, MessageRow, public_message
+from storage.personas import PersonaStore
+from storage.users import UserRow
+
+log = structlog.get_logger(__name__)
+HISTORY_LIMIT = 60
+
+
+@dataclass(frozen=True)
+class ReplySettings:
+    first_token_timeout: float
+    idle_timeout: float
+    max_attempts: int
+    coalesce_seconds: float
+    context_tokens: int
+    max_output_tokens: int
+    knowledge_chunks: int
+    stale_after_seconds: float
+
+
+@dataclass
+class _Live:
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+
+class _Abort(Exception):
+    """Roll back a claim transaction: nothing to answer, or a reply is already running."""
+
+
+def _retryable(err: BaseException) -> bool:
+    return isinstance(err, ProviderError) and err.retryable
+
+
+class ReplyService:
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        provider: AIProvider,
+        buffer: StreamBuffer,
+        events: Events,
+        bus: ControlBus,
+        knowledge: KnowledgeService,
+        settings: ReplySettings,
+    ) -> None:
+        self._pool = pool
+        self._provider = provider
+        self._buffer = buffer
+        self._events = events
+        self._bus = bus
+        self._knowledge = knowledge
+        self._settings = settings
+        self._chat = ChatStore()
+        self._personas = PersonaStore()
+        self._live: dict[str, _Live] = {}
+        self._kicks: set[asyncio.Task[None]] = set()
+        self._closing = False
+        bus.on_command(self._on_command)
+
+    @property
+    def provider_name(self) -> str:
+        return self._provider.name
+
+    # --- starting replies ----------------------------------------------------------------------
+
+    async def on_user_message(self, user: UserRow, message: MessageRow) -> None:
+        """ChatService hook: answer in the background so the send's ack is not held up."""
+        task = asyncio.create_task(self._kick_quietly(message.session_id))
+        self._kicks.add(task)
+        task.add_done_callback(self._kicks.discard)
+
+    async def _kick_quietly(self, session_id: UUID) -> None:
+        try:
+            await self.kick(session_id)
+        except Exception:
+            log.exception("could not start a reply", session_id=str(session_id))
+
+    async def kick(self, session_id: UUID, *, newer_than: int = 0) -> MessageRow | None:
+        """Start a reply for the session's unanswered messages unless one is running; returns the claimed
+        streaming row (this node then runs it) or None. With `newer_than`, only if some unanswered
+        message came after that seq (after a failed reply: no automatic retry of the same turn)."""
+        if self._closing:
+            return None
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                # Lock the session first: every user message with a lower seq is then committed and visible.
+                slot = await self._chat.lock_next_seq(conn, session_id)
+                if slot is None:
+                    raise _Abort
+                seq, persona_id, user_id = slot
+                await self._chat.fail_stale_streaming(conn, session_id, older_than=self._settings.stale_after_seconds)
+                if await self._chat.has_streaming(conn, session_id):
+                    raise _Abort
+                pending = await self._chat.unanswered(conn, session_id)
+                if not pending or pending[-1].seq <= newer_than:
+                    raise _Abort
+                reply = await self._chat.insert_message(
+                    conn,
+                    session_id=session_id,
+                    seq=seq,
+                    role="assistant",
+                    content="",
+                    status="streaming",
+                    reply_to=pending[-1].id,
+                )
+        except (_Abort, asyncpg.UniqueViolationError):
+            return None
+        live = _Live()
+        self._live[str(reply.id)] = live
+        live.task = asyncio.create_task(self._run(reply, user_id, persona_id, pending, live), name=f"reply-{reply.id}")
+        return reply
+
+    # --- running a reply -----------------------------------------------------------------------
+
+    async def _prompt(self, reply: MessageRow, persona_id: UUID | None, pending: list[MessageRow]) -> Prompt:
+        async with self._pool.acquire() as conn:
+            persona = await self._personas.get(conn, persona_id) if persona_id else None
+            history = await self._chat.recent(conn, reply.session_id, before_seq=reply.seq, limit=HISTORY_LIMIT)
+        knowledge: list[str] = []
+        if persona is not None and self._settings.knowledge_chunks:
+            query = " ".join(m.content for m in pending)[-2000:]
+            chunks = await self._knowledge.relevant_chunks(persona.id, query, limit=self._settings.knowledge_chunks)
+            knowledge = [c.content for c in chunks]
+        return build_prompt(
+            persona,
+            history,
+            knowledge,
+            context_tokens=self._settings.context_tokens,
+            max_output_tokens=self._settings.max_output_tokens,
+        )
+
+    async def _open_stream(self, prompt: Prompt) -> tuple[AsyncIterator[Piece], Piece | None]:
+        """Open the upstream stream and wait for its first piece, retrying transient failures (429, 5xx,
+        timeouts) with backoff; once a token has reached the user a failure is final."""
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(self._settings.max_attempts),
+            wait=wait_exponential_jitter(initial=0.2, max=2.0),
+            retry=retry_if_exception(_retryable),
+            reraise=True,
+        ):
+            with attempt:
+                iterator = aiter(self._provider.stream(prompt))
+                try:
+                    async with asyncio.timeout(self._settings.first_token_timeout):
+                        return iterator, await anext(iterator)
+                except StopAsyncIteration:
+                    return iterator, None
+                except TimeoutError as err:
+                    with contextlib.suppress(Exception):
+                        await iterator.aclose()  # type: ignore[attr-defined]
+                    raise ProviderError("provider_timeout", "no answer from the AI provider", retryable=True) from err
+        raise AssertionError("unreachable")
+
+    async def _produce(self, prompt: Prompt, queue: asyncio.Queue[Piece | BaseException | None]) -> None:
+        """Upstream → queue. Cancelled (by stop or shutdown) it closes the upstream request at once."""
+        try:
+            iterator, first = await self._open_stream(prompt)
+            if first is not None:
+                queue.put_nowait(first)
+                while True:
+                    try:
+                        async with asyncio.timeout(self._settings.idle_timeout):
+                            piece = await anext(iterator)
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError as err:
+                        raise ProviderError("provider_timeout", "the AI provider stopped sending") from err
+                    queue.put_nowait(piece)
+            queue.put_nowait(None)
+        except asyncio.CancelledError:
+            raise
+        except ProviderError as err:
+            queue.put_nowait(err)
+        except Exception as err:  # a provider bug must end the reply, not hang it
+            log.exception("provider failed unexpectedly")
+            queue.put_nowait(ProviderError("provider_error", f"AI provider failed: {type(err).__name__}"))
+
+    async def _run(
+        self, reply: MessageRow, user_id: UUID, persona_id: UUID | None, pending: list[MessageRow], live: _Live
+    ) -> None:
+        stream_id = str(reply.id)
+        rooms = [user_room(user_id), chat_room(reply.session_id)]
+        chunk_room = chat_room(reply.session_id)
+        structlog.contextvars.bind_contextvars(stream_id=stream_id, user_id=str(user_id))
+        info = StreamInfo(
+            stream_id, str(reply.session_id), str(user_id), str(reply.reply_to) if reply.reply_to else None
+        )
+        texts: list[str] = []
+        usage: dict[str, Any] | None = None
+        error: ProviderError | None = None
+        stopped = False
+        producer: asyncio.Task[None] | None = None
+        started = time.perf_counter()
+        try:
+            await self._buffer.open(info)
+            await self._events.to_rooms(
+                rooms,
+                "ai:start",
+                {
+                    "stream_id": stream_id,
+                    "session_id": str(reply.session_id),
+                    "reply_to": info.reply_to,
+                    "message": public_message(reply),
+                },
+            )
+            prompt = await self._prompt(reply, persona_id, pending)
+            queue: asyncio.Queue[Piece | BaseException | None] = asyncio.Queue()
+            producer = asyncio.create_task(self._produce(prompt, queue))
+            stop_wait = asyncio.ensure_future(live.stop.wait())
+            window = self._settings.coalesce_seconds
+            pending_text: list[str] = []
+            last_flush = 0.0
+
+            async def flush() -> None:
+                nonlocal last_flush
+                if not pending_text:
+                    return
+                text = "".join(pending_text)
+                pending_text.clear()
+                index = len(texts)
+                texts.append(text)
+                last_flush = time.monotonic()
+                await self._buffer.append(stream_id, index, text)
+                await self._events.to_room(
+                    chunk_room, "ai:chunk", {"stream_id": stream_id, "index": index, "text": text}
+                )
+
+            while True:
+                timeout = None
+                if pending_text:
+                    timeout = max(0.0, last_flush + window - time.monotonic())
+                get = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait({get, stop_wait}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if stop_wait in done:
+                    get.cancel()
+                    stopped = True
+                    break
+                if get not in done:
+                    get.cancel()
+                    await flush()
+                    continue
+                item = get.result()
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    error = item if isinstance(item, ProviderError) else ProviderError("provider_error", str(item))
+                    break
+                if item.usage is not None:
+                    usage = item.usage.as_dict()
+                if item.text:
+                    pending_text.append(item.text)
+                    if time.monotonic() - last_flush >= window:
+                        await flush()
+            stop_wait.cancel()
+            if producer is not None and not producer.done():
+                producer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await producer
+            if error is None:
+                await flush()
+                if not texts and not stopped:
+                    error = ProviderError("empty_reply", "the AI provider returned no text (blocked or empty)")
+        except Exception as err:
+            log.exception("reply failed")
+            error = ProviderError("internal", f"reply failed: {type(err).__name__}")
+            if producer is not None:
+                producer.cancel()
+        finally:
+            await self._finish(reply, rooms, texts, usage, error, stopped, started)
+            self._live.pop(stream_id, None)
+            structlog.contextvars.unbind_contextvars("stream_id", "user_id")
+        # Messages that arrived while this reply streamed get the next one. After a failure only those:
+        # the failed turn is answered again when the user sends again, not in a loop.
+        await self.kick(reply.session_id, newer_than=reply.seq if error is not None else 0)
+
+    async def _finish(
+        self,
+        reply: MessageRow,
+        rooms: list[str],
+        texts: list[str],
+        usage: dict[str, Any] | None,
+        error: ProviderError | None,
+        stopped: bool,
+        started: float,
+    ) -> None:
+        stream_id = str(reply.id)
+        if error is not None:
+            async with self._pool.acquire() as conn:
+                # Nothing half-made is stored as a reply; the row stays (seqs are gap-free) as failed.
+                # Quota/credit refund for the answered messages goes here (billing issue).
+                await self._chat.finish_reply(conn, reply.id, content="", status="failed", usage=None)
+            payload = {"stream_id": stream_id, "code": error.code, "message": error.message}
+            await self._buffer.finish(stream_id, "ai:error", payload)
+            await self._events.to_rooms(rooms, "ai:error", payload)
+            log.warning("reply failed", code=error.code, error=error.message)
+            return
+        status = "stopped" if stopped else "complete"
+        async with self._pool.acquire() as conn:
+            stored = await self._chat.finish_reply(conn, reply.id, content="".join(texts), status=status, usage=usage)
+        if stored is None:  # marked failed as stale by another node meanwhile; nothing more to say
+            return
+        done = {"stream_id": stream_id, "message": public_message(stored), "usage": usage}
+        await self._buffer.finish(stream_id, "ai:done", done)
+        await self._events.to_rooms(rooms, "ai:done", done)
+        log.info("reply done", status=status, chunks=len(texts), seconds=round(time.perf_counter() - started, 3))
+
+    # --- stopping ------------------------------------------------------------------------------
+
+    async def stop(self, user: UserRow, stream_id: str) -> None:
+        """Stop a reply wherever it runs; the text so far is kept, marked stopped."""
+        info = await self._buffer.info(stream_id)
+        if info is None or info.user_id != str(user.id):
+            raise NotFound("stream not found")
+        await self._bus.publish({"op": "stop", "stream_id": stream_id})
+
+    async def _on_command(self, command: dict[str, Any]) -> None:
+        if command.get("op") == "stop":
+            live = self._live.get(str(command.get("stream_id")))
+            if live is not None:
+                live.stop.set()
+
+    # --- reading -------------------------------------------------------------------------------
+
+    async def owned_stream(self, user: UserRow, stream_id: str) -> StreamInfo:
+        info = await self._buffer.info(stream_id)
+        if info is None or info.user_id != str(user.id):
+            raise NotFound("stream not found")
+        return info
+
+    async def live_streams(self, session_id: UUID) -> list[dict[str, Any]]:
+        return [
+            {"stream_id": i.stream_id, "session_id": i.session_id, "reply_to": i.reply_to, "next_index": n}
+            for i, n in await self._buffer.live(str(session_id))
+        ]
+
+    async def reply_after(self, user: UserRow, session_id: UUID, seq: int) -> MessageRow | None:
+        async with self._pool.acquire() as conn:
+            if await self._chat.owned_session(conn, session_id=session_id, user_id=user.id) is None:
+                raise NotFound("chat session not found")
+            return await self._chat.first_reply_after(conn, session_id, seq)
+
+    async def message(self, message_id: UUID) -> MessageRow | None:
+        async with self._pool.acquire() as conn:
+            return await self._chat.message(conn, message_id)
+
+    @property
+    def buffer(self) -> StreamBuffer:
+        return self._buffer
+
+    # --- shutdown ------------------------------------------------------------------------------
+
+    async def shutdown(self, *, grace_seconds: float) -> None:
+        """Let running replies finish for a while, then stop the rest (stored as stopped)."""
+        self._closing = True
+        tasks = [live.task for live in self._live.values() if live.task is not None]
+        if tasks:
+            log.info("waiting for replies to finish", count=len(tasks))
+            _, still = await asyncio.wait(tasks, timeout=grace_seconds)
+            for live in list(self._live.values()):
+                live.stop.set()
+            if still:
+                await asyncio.wait(still, timeout=5)
+        for task in list(self._kicks):
+            task.cancel()

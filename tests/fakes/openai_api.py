@@ -1,0 +1,81 @@
+"""A local fake of an OpenAI-compatible server (OpenAI, Ollama, vLLM, LM Studio): streaming
+`POST /v1/chat/completions` as `data: <chat.completion.chunk>` lines, a usage chunk when
+`stream_options.include_usage` is set, then `data: [DONE]`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+from tests.fakes.gemini import Behaviour
+
+
+class FakeOpenAI:
+    def __init__(self) -> None:
+        self.default = Behaviour(tokens=["Hi", " from", " the", " fake", " OpenAI."], usage=(9, 5, 14))
+        self.script: list[Behaviour] = []
+        self.bodies: list[dict[str, Any]] = []
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._handle)
+        self._runner = web.AppRunner(app, handle_signals=False, handler_cancellation=True)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}/v1"
+        return self.url
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @staticmethod
+    def _chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.bodies.append(body)
+        behaviour = self.script.pop(0) if self.script else self.default
+        if behaviour.status != 200:
+            error = {"message": f"fake error {behaviour.status}", "type": "server_error", "code": None}
+            return web.json_response({"error": error}, status=behaviour.status)
+        model = body.get("model", "fake")
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(
+            f"data: {json.dumps(self._chunk(model, {'role': 'assistant', 'content': ''}))}\n\n".encode()
+        )
+        for token in behaviour.tokens:
+            if behaviour.delay:
+                await asyncio.sleep(behaviour.delay)
+            await response.write(f"data: {json.dumps(self._chunk(model, {'content': token}))}\n\n".encode())
+        await response.write(f"data: {json.dumps(self._chunk(model, {}, 'stop'))}\n\n".encode())
+        if body.get("stream_options", {}).get("include_usage"):
+            prompt, completion, total = behaviour.usage
+            usage = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [],
+                "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total},
+            }
+            await response.write(f"data: {json.dumps(usage)}\n\n".encode())
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response

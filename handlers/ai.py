@@ -106,7 +106,8 @@ async def generate(request: web.Request, user: UserRow, body: ChatIn) -> dict[st
 async def _stream_sse(
     request: web.Request, replies: ReplyService, stream_id: str, from_index: int, start: dict[str, Any] | None
 ) -> web.StreamResponse:
-    async with sse_response(request, headers={"X-Accel-Buffering": "no"}) as sse:
+    # POST too: the stream answers the message this very request sends.
+    async with sse_response(request, headers={"X-Accel-Buffering": "no"}, allow_all_methods=True) as sse:
         if start is not None:
             await sse.send(json.dumps(start), event="start")
         try:

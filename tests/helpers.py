@@ -131,7 +131,8 @@ class Inbox:
 
 
 async def settled_rows(database_url: str, session_id: str, limit: float = 20.0) -> list[dict[str, Any]]:
-    """The session's stored messages once no AI reply is streaming in it, in seq order."""
+    """The session's stored messages once every user message is answered and no AI reply streams, in
+    seq order (replies chain: one ending starts the next for messages that came meanwhile)."""
     import asyncio
     import time
 
@@ -140,15 +141,14 @@ async def settled_rows(database_url: str, session_id: str, limit: float = 20.0) 
     conn = await asyncpg.connect(database_url)
     try:
         deadline = time.monotonic() + limit
-        while await conn.fetchval(
-            "SELECT count(*) FROM messages WHERE session_id = $1 AND status = 'streaming'", uuid.UUID(session_id)
-        ):
-            assert time.monotonic() < deadline, "a reply kept streaming"
+        while True:
+            rows = await conn.fetch(
+                "SELECT id, seq, role, content, status FROM messages WHERE session_id = $1 ORDER BY seq",
+                uuid.UUID(session_id),
+            )
+            if rows and rows[-1]["role"] == "assistant" and rows[-1]["status"] != "streaming":
+                return [{**dict(r), "id": str(r["id"])} for r in rows]
+            assert time.monotonic() < deadline, "the session's replies did not settle"
             await asyncio.sleep(0.02)
-        rows = await conn.fetch(
-            "SELECT id, seq, role, content, status FROM messages WHERE session_id = $1 ORDER BY seq",
-            uuid.UUID(session_id),
-        )
-        return [{**dict(r), "id": str(r["id"])} for r in rows]
     finally:
         await conn.close()

@@ -19,9 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from handlers.api import Api, decode_cursor, encode_cursor, parse_model, path_uuid, read_json
 from handlers.personas import PersonaOut
 from handlers.schemas import Strict
-from server.errors import BadRequest, PayloadTooLarge, ValidationFailed
+from server.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from server.keys import KNOWLEDGE_SERVICE
-from services.knowledge import TEXT_MAX_CHARS, UnsupportedMediaType
+from services.knowledge import TEXT_MAX_CHARS
 from storage.knowledge import public_entry
 from storage.personas import public_persona
 from storage.users import UserRow
@@ -240,7 +240,8 @@ async def add_knowledge(request: web.Request, user: UserRow) -> dict[str, Any]:
         entry = await knowledge.add_text(user, persona_id, title=body.title, content=body.content)
     elif request.content_type == "multipart/form-data":
         upload = await read_upload(request, limit=knowledge.upload_max_bytes, fields=("title",))
-        extra = parse_model(KnowledgeFileFields, upload.fields)
+        # A form's empty title input means "no title" (the file's name then).
+        extra = parse_model(KnowledgeFileFields, {k: v for k, v in upload.fields.items() if v.strip()})
         entry = await knowledge.add_file(
             user, persona_id, data=upload.data, filename=upload.filename, title=extra.title
         )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
+import uvloop
 from aiohttp import web
 
 from server.app import create_app
@@ -22,6 +25,8 @@ def main() -> None:
         database="external" if settings.database_url else "embedded",
         redis="configured" if settings.redis_url else "none",
     )
+    # uvloop: a faster event loop (libuv); every socket event and token chunk goes through it.
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     # run_app turns SIGTERM/SIGINT into a graceful shutdown: stop accepting, run on_shutdown
     # (sockets told to go), wait for in-flight requests up to the timeout, then cleanup contexts.
     web.run_app(

@@ -69,6 +69,11 @@ class PayloadTooLarge(AppError):
     code = "payload_too_large"
 
 
+class UnsupportedMediaType(AppError):
+    status = 415
+    code = "unsupported_media_type"
+
+
 class RateLimited(AppError):
     status = 429
     code = "rate_limited"

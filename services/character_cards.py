@@ -136,10 +136,12 @@ def card_from_json(value: Any) -> Card:
         raise CardError("the card must be a JSON object")
     spec = value.get("spec")
     data = value.get("data")
-    if spec in (V2, V3) or (spec is None and isinstance(data, dict)):
-        if not isinstance(data, dict):
-            raise CardError(f"a {spec} card needs a `data` object", field="data")
+    if isinstance(data, dict) and (spec in (V2, V3) or spec is None):
         return _card(data, spec=spec if spec in (V2, V3) else V2, prefix="data.")
+    if spec in (V2, V3):
+        if "name" in value:  # some tools also write the V1 fields at the top: use those
+            return _card(value, spec=V1, prefix="")
+        raise CardError(f"a {spec} card needs a `data` object", field="data")
     if spec is not None:
         raise CardError(f"unknown card spec {str(spec)[:40]!r} (known: {V2}, {V3})", field="spec")
     return _card(value, spec=V1, prefix="")

@@ -11,6 +11,7 @@ import asyncio
 import io
 import json
 import re
+import time
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from uuid import UUID
 import asyncpg
 import structlog
 
-from server.errors import AppError, NotFound, PayloadTooLarge, ValidationFailed
+from server.errors import AppError, NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from services import character_cards as cards
 from services.personas import PersonaService, Slice
 from storage.knowledge import KnowledgeDocument, KnowledgeEntryRow, KnowledgeStore
@@ -41,6 +42,8 @@ OVERLAP = 200
 # The most text one entry may hold: what the JSON form accepts, and what a file may turn into.
 TEXT_MAX_CHARS = 200_000
 FILE_MAX_CHARS = 2_000_000
+# A PDF whose text takes longer than this to extract (huge, or built to be slow) is refused.
+PDF_MAX_SECONDS = 30
 # A chat message is searched by at most this many distinct words.
 QUERY_MAX_WORDS = 64
 
@@ -61,11 +64,6 @@ _BINARY_KINDS = (
     (b"PK\x03\x04", "a ZIP archive (or a Word/ODF document)"),
     (b"RIFF", "a RIFF file (WAV/WebP)"),
 )
-
-
-class UnsupportedMediaType(AppError):
-    status = 415
-    code = "unsupported_media_type"
 
 
 @dataclass(frozen=True)
@@ -102,7 +100,7 @@ class _Prepared:
 
 
 def clean_text(text: str) -> str:
-    """Newlines unified, NUL and lone surrogates dropped (PostgreSQL text holds neither), trimmed."""
+    """Newlines unified, NUL dropped and lone surrogates replaced (PostgreSQL text holds neither), trimmed."""
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
     return text.encode("utf-8", "replace").decode("utf-8").strip()
 
@@ -235,7 +233,13 @@ def _pdf_text(data: bytes) -> str:
                 )
         pages: list[str] = []
         size = 0
+        deadline = time.monotonic() + PDF_MAX_SECONDS
         for page in reader.pages:
+            if time.monotonic() > deadline:
+                raise ValidationFailed(
+                    f"file: reading the PDF took longer than {PDF_MAX_SECONDS} seconds; upload its text instead",
+                    details=[{"field": "file", "message": "PDF too slow to read"}],
+                )
             text = page.extract_text() or ""
             size += len(text)
             if size > FILE_MAX_CHARS:
@@ -277,7 +281,8 @@ def _decode_text(data: bytes) -> str:
             text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise _unsupported("a binary file (not UTF-8 text)") from err
-    if "\x00" in text or len(_CONTROL.findall(text[:65536])) > len(text[:65536]) // 100:
+    sample = text[:65536]
+    if "\x00" in text or len(_CONTROL.findall(sample)) > max(4, len(sample) // 100):
         raise _unsupported("a binary file (not text)")
     return text
 
@@ -447,19 +452,20 @@ class KnowledgeService:
         Counts against the plan (403 `plan_limit`)."""
         if len(data) > self._upload_max_bytes:
             raise PayloadTooLarge(f"file: larger than {self._upload_max_bytes} bytes")
-        try:
+
+        def parse() -> tuple[cards.Card, cards.PersonaFields, list[_Prepared]]:
             card = cards.read_card(data, max_text_bytes=4 * self._upload_max_bytes)
+            fields = cards.persona_fields(card)
+            knowledge = [_prepare(e.title, clean_text(e.content), e.keys) for e in fields.knowledge]
+            return card, fields, [k for k in knowledge if k.content]
+
+        try:
+            card, fields, knowledge = await asyncio.to_thread(parse)
         except cards.CardError as err:
             details = [{"field": err.field, "message": err.message}]
             if err.unsupported:
                 raise UnsupportedMediaType(f"{err.field}: {err.message}", details=details) from err
             raise ValidationFailed(f"{err.field}: {err.message}", details=details) from err
-        fields = cards.persona_fields(card)
-
-        def prepare_all() -> list[_Prepared]:
-            return [_prepare(e.title, clean_text(e.content), e.keys) for e in fields.knowledge]
-
-        knowledge = [k for k in await asyncio.to_thread(prepare_all) if k.content]
         async with self._pool.acquire() as conn, conn.transaction():
             persona = await self._personas.create_in(
                 conn,
@@ -507,5 +513,5 @@ class KnowledgeService:
                 cards.card_png, card, seed=persona.id.bytes, created=persona.created_at, modified=persona.updated_at
             )
             return ExportedCard(body, "image/png", _attachment_name(persona.name, "png"))
-        body = json.dumps(cards.to_v2(card), ensure_ascii=False, indent=2).encode("utf-8")
+        body = await asyncio.to_thread(lambda: json.dumps(cards.to_v2(card), ensure_ascii=False, indent=2).encode())
         return ExportedCard(body, "application/json", _attachment_name(persona.name, "json"))

@@ -72,8 +72,11 @@ def build_prompt(
     *,
     context_tokens: int,
     max_output_tokens: int,
+    user_name: str = "the user",
 ) -> Prompt:
     system = system_instruction(persona, knowledge, budget_tokens=context_tokens // 3)
+    # Character cards (SillyTavern) write {{user}} and {{char}} placeholders into persona text.
+    system = system.replace("{{user}}", user_name).replace("{{char}}", persona.name if persona else "you")
     remaining = max(context_tokens - estimate_tokens(system), context_tokens // 4)
     return Prompt(
         system=system,

@@ -28,7 +28,7 @@ from services.prompt import build_prompt
 from services.stream_buffer import StreamBuffer, StreamInfo
 from storage.chat import ChatStore, MessageRow, public_message
 from storage.personas import PersonaStore
-from storage.users import UserRow
+from storage.users import UserRow, UserStore
 
 log = structlog.get_logger(__name__)
 HISTORY_LIMIT = 60
@@ -46,10 +46,21 @@ class ReplySettings:
     stale_after_seconds: float
 
 
+class _Stop:
+    """Put on a reply's queue by `ai:stop` (or shutdown)."""
+
+
+STOP = _Stop()
+QueueItem = Piece | BaseException | _Stop | None
+
+
 @dataclass
 class _Live:
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    queue: asyncio.Queue[QueueItem] = field(default_factory=asyncio.Queue)
     task: asyncio.Task[None] | None = None
+
+    def stop(self) -> None:
+        self.queue.put_nowait(STOP)
 
 
 class _Abort(Exception):
@@ -81,6 +92,7 @@ class ReplyService:
         self._settings = settings
         self._chat = ChatStore()
         self._personas = PersonaStore()
+        self._users = UserStore()
         self._live: dict[str, _Live] = {}
         self._kicks: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -141,8 +153,11 @@ class ReplyService:
 
     # --- running a reply -----------------------------------------------------------------------
 
-    async def _prompt(self, reply: MessageRow, persona_id: UUID | None, pending: list[MessageRow]) -> Prompt:
+    async def _prompt(
+        self, reply: MessageRow, user_id: UUID, persona_id: UUID | None, pending: list[MessageRow]
+    ) -> Prompt:
         async with self._pool.acquire() as conn:
+            user = await self._users.get(conn, user_id)
             persona = await self._personas.get(conn, persona_id) if persona_id else None
             history = await self._chat.recent(conn, reply.session_id, before_seq=reply.seq, limit=HISTORY_LIMIT)
         knowledge: list[str] = []
@@ -156,6 +171,7 @@ class ReplyService:
             knowledge,
             context_tokens=self._settings.context_tokens,
             max_output_tokens=self._settings.max_output_tokens,
+            user_name=user.display_name if user else "the user",
         )
 
     async def _open_stream(self, prompt: Prompt) -> tuple[AsyncIterator[Piece], Piece | None]:
@@ -180,7 +196,7 @@ class ReplyService:
                     raise ProviderError("provider_timeout", "no answer from the AI provider", retryable=True) from err
         raise AssertionError("unreachable")
 
-    async def _produce(self, prompt: Prompt, queue: asyncio.Queue[Piece | BaseException | None]) -> None:
+    async def _produce(self, prompt: Prompt, queue: asyncio.Queue[QueueItem]) -> None:
         """Upstream → queue. Cancelled (by stop or shutdown) it closes the upstream request at once."""
         try:
             iterator, first = await self._open_stream(prompt)
@@ -232,10 +248,9 @@ class ReplyService:
                     "message": public_message(reply),
                 },
             )
-            prompt = await self._prompt(reply, persona_id, pending)
-            queue: asyncio.Queue[Piece | BaseException | None] = asyncio.Queue()
+            prompt = await self._prompt(reply, user_id, persona_id, pending)
+            queue = live.queue
             producer = asyncio.create_task(self._produce(prompt, queue))
-            stop_wait = asyncio.ensure_future(live.stop.wait())
             window = self._settings.coalesce_seconds
             pending_text: list[str] = []
             last_flush = 0.0
@@ -254,21 +269,20 @@ class ReplyService:
                     chunk_room, "ai:chunk", {"stream_id": stream_id, "index": index, "text": text}
                 )
 
+            # One queue carries pieces, the end (None), errors and the stop request: no task per piece.
             while True:
                 timeout = None
                 if pending_text:
                     timeout = max(0.0, last_flush + window - time.monotonic())
-                get = asyncio.ensure_future(queue.get())
-                done, _ = await asyncio.wait({get, stop_wait}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-                if stop_wait in done:
-                    get.cancel()
+                try:
+                    async with asyncio.timeout(timeout):
+                        item = await queue.get()
+                except TimeoutError:
+                    await flush()  # the coalescing window closed with nothing new
+                    continue
+                if isinstance(item, _Stop):
                     stopped = True
                     break
-                if get not in done:
-                    get.cancel()
-                    await flush()
-                    continue
-                item = get.result()
                 if item is None:
                     break
                 if isinstance(item, BaseException):
@@ -280,7 +294,6 @@ class ReplyService:
                     pending_text.append(item.text)
                     if time.monotonic() - last_flush >= window:
                         await flush()
-            stop_wait.cancel()
             if producer is not None and not producer.done():
                 producer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -346,7 +359,7 @@ class ReplyService:
         if command.get("op") == "stop":
             live = self._live.get(str(command.get("stream_id")))
             if live is not None:
-                live.stop.set()
+                live.stop()
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -386,7 +399,7 @@ class ReplyService:
             log.info("waiting for replies to finish", count=len(tasks))
             _, still = await asyncio.wait(tasks, timeout=grace_seconds)
             for live in list(self._live.values()):
-                live.stop.set()
+                live.stop()
             if still:
                 await asyncio.wait(still, timeout=5)
         for task in list(self._kicks):

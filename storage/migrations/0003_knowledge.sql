@@ -12,7 +12,8 @@ CREATE TABLE knowledge_entries (
     keys          text[] NOT NULL DEFAULT '{}',  -- a character book entry's trigger words
     chars         integer NOT NULL,
     chunks        integer NOT NULL,
-    created_at    timestamptz NOT NULL DEFAULT now()
+    -- clock_timestamp(), not now(): entries added in one transaction (a card's book) keep their order.
+    created_at    timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX knowledge_entries_persona_idx ON knowledge_entries (persona_id, created_at DESC, id DESC);
 

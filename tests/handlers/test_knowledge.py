@@ -5,6 +5,7 @@ clone. Real PostgreSQL; no mocks."""
 from __future__ import annotations
 
 import io
+import itertools
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -209,7 +210,7 @@ async def test_txt_markdown_and_pdf_typed_by_content(client: TestClient) -> None
     alice = await register(client)
     persona = await make_persona(client, alice)
 
-    txt = await add_file(client, alice, persona, "Plain notes about the reef.\n".encode(), filename="reef notes.txt")
+    txt = await add_file(client, alice, persona, b"Plain notes about the reef.\n", filename="reef notes.txt")
     assert (txt["source"], txt["content_type"], txt["filename"], txt["title"]) == (
         "file",
         "text/plain",
@@ -217,6 +218,8 @@ async def test_txt_markdown_and_pdf_typed_by_content(client: TestClient) -> None
         "reef notes",
     )
 
+    blank_title = await add_file(client, alice, persona, b"Words.", filename="field.txt", title="  ")
+    assert blank_title["title"] == "field"  # an empty form input means "no title"
     md = await add_file(client, alice, persona, b"Just words, no markup.", filename="guide.md", title="The guide")
     assert (md["content_type"], md["title"]) == ("text/markdown", "The guide")
     marked = await add_file(client, alice, persona, b"# Heading\n\n- item one\n- item two\n", filename="upload.bin")
@@ -385,7 +388,7 @@ def test_chunks_are_sized_on_boundaries_and_overlap() -> None:
     for chunk in chunks[:-1]:
         assert CHUNK_MIN - 10 <= len(chunk) <= CHUNK_MAX, len(chunk)
     assert len(chunks[-1]) <= CHUNK_MAX
-    for before, after in zip(chunks, chunks[1:], strict=False):
+    for before, after in itertools.pairwise(chunks):
         # Each chunk starts with the end of the previous one: a whole sentence here.
         assert before.endswith(after[: after.index(".") + 1]), (before[-80:], after[:80])
         assert after[0].isupper()
@@ -423,7 +426,7 @@ async def test_relevant_chunks_rank_by_any_significant_word(client: TestClient) 
     assert found[0].rank > found[1].rank > 0
     # Stemming: "nesting" finds "nest", "towered" finds "towers"; chunks of other personas never come.
     found = await knowledge.relevant_chunks(persona_id, f"where do the {dragon}s go nesting?")
-    assert [c.content for c in found][0].startswith(f"The {dragon} dragons nest")
+    assert found[0].content.startswith(f"The {dragon} dragons nest")
     assert all("Another" not in c.content for c in found)
     assert (await knowledge.relevant_chunks(persona_id, "towered"))[0].content.startswith(f"The {castle} castle")
 

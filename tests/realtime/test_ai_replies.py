@@ -90,6 +90,7 @@ async def test_chunks_in_order_equal_stored_reply_with_usage(
     ack = await sio.call("message:send", send(chat, "Ahoy there"))
     assert ack["ok"]
     await until(lambda: inbox["ai:done"])
+    await asyncio.sleep(0.2)  # the client runs handlers as tasks: let the last chunk land
     start, done = inbox["ai:start"][0], inbox["ai:done"][0]
     stream_id = start["stream_id"]
     assert start["session_id"] == chat["id"] and start["reply_to"] == ack["message"]["id"]
@@ -202,6 +203,7 @@ async def test_stop_closes_upstream_and_keeps_text_so_far(
     await gemini.wait_client_gone(call, limit=1.0)
     assert call.ended is not None and call.ended - stop_sent < 1.0
     await until(lambda: inbox["ai:done"])
+    await asyncio.sleep(0.2)
     done = inbox["ai:done"][0]
     streamed = "".join(c["text"] for c in inbox["ai:chunk"])
     assert done["message"]["status"] == "stopped" and done["message"]["content"] == streamed

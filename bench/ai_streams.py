@@ -193,7 +193,9 @@ async def run_once(base: str, server: psutil.Process, n: int, tokens: int, rate:
     elapsed = time.monotonic() - started
     cpu_server1, cpu_me1 = server.cpu_times(), me.cpu_times()
     # python-socketio's client runs each event handler as its own task: let the last chunks land.
-    await asyncio.sleep(1.0)
+    settle = time.monotonic() + 15
+    while sum(len(s.delays_ms) for s in streams) < n * tokens and time.monotonic() < settle:
+        await asyncio.sleep(0.1)
     for s in streams:
         await s.socket.disconnect()
     delays = [d for s in streams for d in s.delays_ms]

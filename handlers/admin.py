@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from handlers.api import Api, path_uuid
 from handlers.schemas import Strict, UserOut
 from server.errors import ValidationFailed
-from server.keys import ADMIN_SERVICE
+from server.keys import ADMIN_SERVICE, CREDIT_SERVICE
 from storage.users import UserRow, public_user
 
 api = Api("admin")
@@ -20,6 +20,17 @@ P = "/api/v1/admin"
 
 class BanIn(Strict):
     reason: str | None = Field(default=None, max_length=500)
+
+
+class GrantIn(Strict):
+    amount: int = Field(ge=-1_000_000, le=1_000_000)
+    idempotency_key: str = Field(min_length=1, max_length=100)
+    note: str | None = Field(default=None, max_length=500)
+
+
+class GrantOut(BaseModel):
+    balance: int
+    applied: bool
 
 
 class UserQuery(Strict):
@@ -90,3 +101,22 @@ async def audit_log(request: web.Request, user: UserRow, query: AuditQuery) -> d
     rows = await request.app[ADMIN_SERVICE].audit_log(user, before_id=before, limit=query.limit)
     items = [{**r.__dict__, "actor_id": str(r.actor_id) if r.actor_id else None} for r in rows]
     return {"items": items, "next_cursor": str(rows[-1].id) if len(rows) == query.limit else None}
+
+
+@api.route(
+    "POST",
+    f"{P}/users/{{id}}/credits",
+    summary="Grant credits (admin)",
+    body=GrantIn,
+    response=GrantOut,
+    errors=(402, 404),
+)
+async def grant_credits(request: web.Request, user: UserRow, body: GrantIn) -> dict[str, Any]:
+    """Idempotent by `idempotency_key` (a retried grant is `applied: false`); a negative amount takes
+    credits back but never below zero (402 `insufficient_credits`). Audited."""
+    if body.amount == 0:
+        raise ValidationFailed("amount: must not be 0", details=[{"field": "amount", "message": "zero"}])
+    balance, applied = await request.app[CREDIT_SERVICE].admin_grant(
+        user, path_uuid(request), amount=body.amount, idempotency_key=body.idempotency_key, note=body.note
+    )
+    return {"balance": balance, "applied": applied}

@@ -14,11 +14,13 @@ from redis.asyncio import Redis
 from handlers import admin as admin_handlers
 from handlers import ai as ai_handlers
 from handlers import auth as auth_handlers
+from handlers import billing as billing_handlers
 from handlers import chat as chat_handlers
 from handlers import docs as docs_handlers
 from handlers import health as health_handlers
 from handlers import knowledge as knowledge_handlers
 from handlers import personas as persona_handlers
+from handlers import usage as usage_handlers
 from providers.ai.factory import create_provider
 from providers.firebase_auth import FirebaseAdminVerifier
 from realtime import ai_events, chat_events
@@ -29,6 +31,7 @@ from realtime.guard import SocketUsers
 from realtime.presence import Presence
 from realtime.server import create_sio
 from server import middlewares
+from server.billing_wiring import billing_context
 from server.config import Settings
 from server.embedded import load_or_create_secret, start_embedded_postgres
 from server.keys import (
@@ -36,6 +39,7 @@ from server.keys import (
     AI_TOOLS,
     AUTH_SERVICE,
     CHAT_SERVICE,
+    CREDIT_SERVICE,
     DB_DSN,
     KNOWLEDGE_SERVICE,
     LIMITER,
@@ -43,12 +47,14 @@ from server.keys import (
     PERSONA_SERVICE,
     PLANS,
     POOL,
+    QUOTA_SERVICE,
     REDIS,
     REGISTRY,
     REPLY_SERVICE,
     SETTINGS,
     SIGNER,
     SIO,
+    USAGE_SERVICE,
 )
 from server.metrics import Metrics
 from server.tokens import TokenSigner
@@ -57,12 +63,15 @@ from services.ai_tools import AITools
 from services.auth import AuthService
 from services.chat import ChatService
 from services.control_bus import ControlBus
+from services.credits import CreditService
 from services.knowledge import KnowledgeService
 from services.personas import PersonaService
 from services.plans import Plans
+from services.quota import QuotaService
 from services.ratelimit import RateLimiter
 from services.replies import ReplyService, ReplySettings
 from services.stream_buffer import FallbackStreamBuffer, MemoryStreamBuffer, RedisStreamBuffer, StreamBuffer
+from services.usage import UsageService
 from storage.db import create_pool, migrate
 
 log = structlog.get_logger("parlor")
@@ -75,6 +84,8 @@ HANDLER_MODULES = (
     knowledge_handlers,
     chat_handlers,
     ai_handlers,
+    billing_handlers,
+    usage_handlers,
 )
 
 
@@ -129,6 +140,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         argon2_memory_kib=settings.argon2_memory_kib,
     )
     app[ADMIN_SERVICE] = AdminService(pool=app[POOL], events=events)
+    app[CREDIT_SERVICE] = CreditService(pool=app[POOL], events=events)
+    app[USAGE_SERVICE] = UsageService(pool=app[POOL])
+    app[QUOTA_SERVICE] = QuotaService(plans=app[PLANS], credits=app[CREDIT_SERVICE], events=events, pool=app[POOL])
     app[PERSONA_SERVICE] = PersonaService(pool=app[POOL], plans=app[PLANS], events=events)
     app[KNOWLEDGE_SERVICE] = KnowledgeService(
         pool=app[POOL], personas=app[PERSONA_SERVICE], upload_max_bytes=settings.upload_max_bytes
@@ -139,6 +153,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         limiter=app[LIMITER],
         send_rate_per_minute=settings.send_rate_per_minute,
         message_max_chars=settings.message_max_chars,
+        quota=app[QUOTA_SERVICE],
     )
     redis = app.get(REDIS)
     provider = create_provider(settings)
@@ -159,6 +174,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         events=events,
         bus=bus,
         knowledge=app[KNOWLEDGE_SERVICE],
+        quota=app[QUOTA_SERVICE],
         settings=ReplySettings(
             first_token_timeout=settings.ai_first_token_timeout_seconds,
             idle_timeout=settings.ai_idle_timeout_seconds,
@@ -226,7 +242,8 @@ def create_app(settings: Settings) -> web.Application:
         module.api.register(app, json_max_bytes=settings.json_max_bytes)
     docs_handlers.add_static(app)
 
-    # Order matters: database, then Redis, then the services built on both.
-    app.cleanup_ctx.extend([_database, _redis, _services])
+    # Order matters: database, then Redis, then the services built on both, then billing and the
+    # scheduler (which use the services).
+    app.cleanup_ctx.extend([_database, _redis, _services, billing_context])
     app.on_shutdown.append(_sockets_shutdown)
     return app

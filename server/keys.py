@@ -15,11 +15,14 @@ from services.admin import AdminService
 from services.ai_tools import AITools
 from services.auth import AuthService
 from services.chat import ChatService
+from services.credits import CreditService
 from services.knowledge import KnowledgeService
 from services.personas import PersonaService
 from services.plans import Plans
+from services.quota import QuotaService
 from services.ratelimit import RateLimiter
 from services.replies import ReplyService
+from services.usage import UsageService
 
 SETTINGS = web.AppKey("settings", Settings)
 DB_DSN = web.AppKey("db_dsn", str)
@@ -38,3 +41,6 @@ CHAT_SERVICE = web.AppKey("chat_service", ChatService)
 KNOWLEDGE_SERVICE = web.AppKey("knowledge_service", KnowledgeService)
 REPLY_SERVICE = web.AppKey("reply_service", ReplyService)
 AI_TOOLS = web.AppKey("ai_tools", AITools)
+CREDIT_SERVICE = web.AppKey("credit_service", CreditService)
+QUOTA_SERVICE = web.AppKey("quota_service", QuotaService)
+USAGE_SERVICE = web.AppKey("usage_service", UsageService)

@@ -14,6 +14,7 @@ import structlog
 
 from server.errors import NotFound, ValidationFailed
 from services.events import Events, chat_room, user_room
+from services.quota import QuotaService
 from services.ratelimit import RateLimiter
 from storage.chat import ChatStore, MessageRow, SessionRow, public_message
 from storage.personas import PersonaStore
@@ -56,8 +57,10 @@ class ChatService:
         limiter: RateLimiter,
         send_rate_per_minute: int,
         message_max_chars: int,
+        quota: QuotaService,
     ) -> None:
         self._pool = pool
+        self._quota = quota
         self._max_chars = message_max_chars
         self._events = events
         self._limiter = limiter
@@ -154,11 +157,17 @@ class ChatService:
                         client_id=client_id,
                         attachments=attachments,
                     )
+                    charge = None
                     if slot.persona_id is not None:
+                        # A message to a persona is an AI message: it costs quota or a credit, charged in
+                        # this transaction (QuotaExceeded rolls the message back: nothing is stored).
+                        charge = await self._quota.charge_in(conn, user.id, message.id)
                         await self._personas.record_activity(conn, slot.persona_id, messages=1)
             except _AlreadyStored as dup:
                 return SendResult(dup.message, created=False)
         await self.publish(user.id, message)
+        if charge is not None:
+            await self._quota.announce(charge)
         for hook in self._hooks:
             await hook(user, message)
         return SendResult(message, created=True)

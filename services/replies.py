@@ -25,6 +25,7 @@ from services.control_bus import ControlBus
 from services.events import Events, chat_room, user_room
 from services.knowledge import KnowledgeService
 from services.prompt import build_prompt
+from services.quota import QuotaService
 from services.stream_buffer import StreamBuffer, StreamInfo
 from storage.chat import ChatStore, MessageRow, public_message
 from storage.personas import PersonaStore
@@ -81,8 +82,10 @@ class ReplyService:
         events: Events,
         bus: ControlBus,
         knowledge: KnowledgeService,
+        quota: QuotaService,
         settings: ReplySettings,
     ) -> None:
+        self._quota = quota
         self._pool = pool
         self._provider = provider
         self._buffer = buffer
@@ -129,6 +132,8 @@ class ReplyService:
                 if slot is None:
                     raise _Abort
                 seq, persona_id, user_id = slot
+                if persona_id is None:  # the persona was deleted: nobody to answer
+                    raise _Abort
                 await self._chat.fail_stale_streaming(conn, session_id, older_than=self._settings.stale_after_seconds)
                 if await self._chat.has_streaming(conn, session_id):
                     raise _Abort
@@ -309,6 +314,9 @@ class ReplyService:
                 producer.cancel()
         finally:
             await self._finish(reply, rooms, texts, usage, error, stopped, started)
+            if error is not None or (stopped and not texts):
+                # Nothing was delivered: the answered messages' quota or credits come back.
+                await self._quota.refund([m.id for m in pending])
             self._live.pop(stream_id, None)
             structlog.contextvars.unbind_contextvars("stream_id", "user_id")
         # Messages that arrived while this reply streamed get the next one. After a failure only those:
@@ -329,7 +337,6 @@ class ReplyService:
         if error is not None:
             async with self._pool.acquire() as conn:
                 # Nothing half-made is stored as a reply; the row stays (seqs are gap-free) as failed.
-                # Quota/credit refund for the answered messages goes here (billing issue).
                 await self._chat.finish_reply(conn, reply.id, content="", status="failed", usage=None)
             payload = {"stream_id": stream_id, "code": error.code, "message": error.message}
             await self._buffer.finish(stream_id, "ai:error", payload)

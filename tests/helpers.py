@@ -39,6 +39,8 @@ def make_settings(**overrides: Any) -> Settings:
         "jwt_secret": "test-secret-" + "x" * 40,
         "login_rate_per_minute": 10_000,
         "send_rate_per_minute": 100_000,
+        # Unlimited daily AI messages unless a test is about the quota (then it sets its own).
+        "free_daily_messages": 0,
         # Cheaper hashing keeps hundreds of registrations fast; the code path is the same.
         "argon2_time_cost": 1,
         "argon2_memory_kib": 8192,

@@ -1,0 +1,169 @@
+"""REST: /api/v1/usage (current, daily history, analytics, export) and /api/v1/credits (balance, ledger)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import date, datetime
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, Field
+
+from handlers.api import Api
+from handlers.schemas import Strict
+from server.keys import CREDIT_SERVICE, QUOTA_SERVICE, USAGE_SERVICE
+from storage.credits import public_entry
+from storage.users import UserRow
+
+api = Api("usage")
+
+
+class CurrentUsage(BaseModel):
+    plan: str
+    day: date
+    daily_limit: int | None
+    used_today: int
+    credit_messages_today: int
+    remaining: int | None
+    resets_at: datetime
+    credits: int
+
+
+class DaysQuery(Strict):
+    days: int = Field(default=30, ge=1, le=366)
+
+
+class DayRow(BaseModel):
+    day: date
+    messages: int
+    credit_messages: int
+    refunded: int
+
+
+class History(BaseModel):
+    items: list[DayRow]
+    next_cursor: str | None = None
+
+
+class Trend(BaseModel):
+    last_7_days: int
+    previous_7_days: int
+    change_pct: float | None
+
+
+class HourRow(BaseModel):
+    hour: int
+    messages: int
+
+
+class Analytics(BaseModel):
+    days: int
+    total_messages: int
+    credit_messages: int
+    daily_average: float
+    active_days: int
+    trend: Trend
+    peak_hours: list[HourRow]
+    replies: int
+    tokens: int
+
+
+class ExportIn(Strict):
+    format: Literal["csv", "json"]
+    days: int = Field(default=90, ge=1, le=366)
+
+
+class Balance(BaseModel):
+    balance: int
+
+
+class LedgerQuery(Strict):
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: str | None = Field(default=None, max_length=20, pattern=r"^\d+$")
+
+
+class LedgerRow(BaseModel):
+    id: int
+    delta: int
+    balance_after: int
+    reason: str
+    ref_type: str | None
+    ref_id: str | None
+    created_at: datetime
+
+
+class LedgerPage(BaseModel):
+    items: list[LedgerRow]
+    next_cursor: str | None
+
+
+@api.route("GET", "/api/v1/usage/current", summary="Today's quota, usage and credits", response=CurrentUsage)
+async def current(request: web.Request, user: UserRow) -> dict[str, Any]:
+    """`remaining` and `daily_limit` are null on plans without a daily cap; the day is the user's
+    (profile time zone) and resets at their midnight (`resets_at`, UTC)."""
+    return await request.app[QUOTA_SERVICE].current(user.id)
+
+
+@api.route("GET", "/api/v1/usage/history", summary="AI messages per day", query=DaysQuery, response=History)
+async def history(request: web.Request, user: UserRow, query: DaysQuery) -> dict[str, Any]:
+    rows = await request.app[USAGE_SERVICE].history(user, days=query.days)
+    return {"items": [r.__dict__ for r in rows], "next_cursor": None}
+
+
+@api.route("GET", "/api/v1/usage/analytics", summary="Trends and peak hours", query=DaysQuery, response=Analytics)
+async def analytics(request: web.Request, user: UserRow, query: DaysQuery) -> dict[str, Any]:
+    return await request.app[USAGE_SERVICE].analytics(user, days=query.days)
+
+
+@api.route(
+    "POST",
+    "/api/v1/usage/export",
+    summary="Daily usage as CSV or JSON",
+    body=ExportIn,
+    response=str,
+    content_type="text/csv",
+)
+async def export(request: web.Request, user: UserRow, body: ExportIn) -> web.Response:
+    """The same numbers as /usage/history, as a download: CSV (header row, one row per day, RFC 4180)
+    or JSON `{"user_id", "generated_at", "days": [...]}`."""
+    rows = await request.app[USAGE_SERVICE].history(user, days=body.days)
+    stamp = datetime.now().strftime("%Y%m%d")
+    if body.format == "json":
+        payload = {
+            "user_id": str(user.id),
+            "generated_at": datetime.now().astimezone().isoformat(),
+            "days": [{**r.__dict__, "day": r.day.isoformat()} for r in rows],
+        }
+        return web.Response(
+            text=json.dumps(payload, indent=2),
+            content_type="application/json",
+            headers={"Content-Disposition": f'attachment; filename="parlor-usage-{stamp}.json"'},
+        )
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(["day", "messages", "credit_messages", "refunded"])
+    for r in rows:
+        writer.writerow([r.day.isoformat(), r.messages, r.credit_messages, r.refunded])
+    return web.Response(
+        text=out.getvalue(),
+        content_type="text/csv",
+        charset="utf-8",
+        headers={"Content-Disposition": f'attachment; filename="parlor-usage-{stamp}.csv"'},
+    )
+
+
+@api.route("GET", "/api/v1/credits/balance", summary="My credit balance", response=Balance)
+async def balance(request: web.Request, user: UserRow) -> dict[str, Any]:
+    return {"balance": await request.app[CREDIT_SERVICE].balance(user.id)}
+
+
+@api.route(
+    "GET", "/api/v1/credits/ledger", summary="My credit ledger, newest first", query=LedgerQuery, response=LedgerPage
+)
+async def ledger(request: web.Request, user: UserRow, query: LedgerQuery) -> dict[str, Any]:
+    before = int(query.cursor) if query.cursor else None
+    entries = await request.app[CREDIT_SERVICE].ledger(user.id, before_id=before, limit=query.limit)
+    cursor = str(entries[-1].id) if len(entries) == query.limit else None
+    return {"items": [public_entry(e) for e in entries], "next_cursor": cursor}

@@ -1,0 +1,55 @@
+"""UsageService: the read side of usage — daily history and analytics (trends, peak hours)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from services.quota import local_day
+from storage.usage import DayUsage, UsageStore
+from storage.users import UserRow
+
+
+class UsageService:
+    def __init__(self, *, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._store = UsageStore()
+
+    async def history(self, user: UserRow, *, days: int) -> list[DayUsage]:
+        today, _ = local_day(user.timezone)
+        async with self._pool.acquire() as conn:
+            return await self._store.history(conn, user.id, today - timedelta(days=days - 1))
+
+    async def analytics(self, user: UserRow, *, days: int) -> dict[str, Any]:
+        today, _ = local_day(user.timezone)
+        since = datetime.now(UTC) - timedelta(days=days)
+        async with self._pool.acquire() as conn:
+            rows = await self._store.history(conn, user.id, today - timedelta(days=max(days, 14) - 1))
+            hours = await self._store.by_hour(conn, user.id, user.timezone, since)
+            tokens, replies = await self._store.tokens(conn, user.id, since)
+        window = [r for r in rows if r.day > today - timedelta(days=days)]
+        total = sum(r.messages + r.credit_messages for r in window)
+        last7 = sum(r.messages + r.credit_messages for r in rows if r.day > today - timedelta(days=7))
+        prev7 = sum(
+            r.messages + r.credit_messages
+            for r in rows
+            if today - timedelta(days=14) < r.day <= today - timedelta(days=7)
+        )
+        peak = sorted(hours.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+        return {
+            "days": days,
+            "total_messages": total,
+            "credit_messages": sum(r.credit_messages for r in window),
+            "daily_average": round(total / days, 2),
+            "active_days": sum(1 for r in window if r.messages + r.credit_messages),
+            "trend": {
+                "last_7_days": last7,
+                "previous_7_days": prev7,
+                "change_pct": round((last7 - prev7) * 100 / prev7, 1) if prev7 else None,
+            },
+            "peak_hours": [{"hour": h, "messages": n} for h, n in peak],
+            "replies": replies,
+            "tokens": tokens,
+        }

@@ -1,0 +1,118 @@
+"""SubscriptionStore: subscriptions from Stripe, Google Play or an admin, and the user's plan derived
+from them. The plan is never set directly: change a subscription, then `recompute_plan`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from storage.timefmt import iso
+
+_COLUMNS = (
+    "id, user_id, provider, external_id, plan, period, status, current_period_end, grace_until,"
+    " cancel_at_period_end, state_at, created_at, updated_at"
+)
+# Statuses that grant the subscription's plan (past_due: the store is still retrying the payment).
+ENTITLED = ("active", "past_due", "in_grace")
+
+UPSERT = f"""
+INSERT INTO subscriptions (user_id, provider, external_id, plan, period, status, current_period_end,
+                           grace_until, cancel_at_period_end, state_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+ON CONFLICT (provider, external_id) DO UPDATE SET
+    plan = EXCLUDED.plan, period = EXCLUDED.period, status = EXCLUDED.status,
+    current_period_end = EXCLUDED.current_period_end, grace_until = EXCLUDED.grace_until,
+    cancel_at_period_end = EXCLUDED.cancel_at_period_end, state_at = EXCLUDED.state_at, updated_at = now()
+WHERE subscriptions.state_at <= EXCLUDED.state_at   -- an older event never overwrites a newer state
+RETURNING {_COLUMNS}
+"""
+BY_EXTERNAL = f"SELECT {_COLUMNS} FROM subscriptions WHERE provider = $1 AND external_id = $2"
+FOR_USER = f"SELECT {_COLUMNS} FROM subscriptions WHERE user_id = $1 ORDER BY created_at DESC"
+RECOMPUTE_PLAN = """
+UPDATE users SET plan = COALESCE(
+    (SELECT s.plan FROM subscriptions s
+     WHERE s.user_id = $1 AND s.status = ANY($2::text[])
+     ORDER BY CASE s.plan WHEN 'premium' THEN 0 ELSE 1 END LIMIT 1), 'free'),
+    updated_at = now()
+WHERE id = $1
+RETURNING plan
+"""
+
+
+@dataclass(frozen=True)
+class SubscriptionRow:
+    id: UUID
+    user_id: UUID
+    provider: str
+    external_id: str
+    plan: str
+    period: str
+    status: str
+    current_period_end: datetime | None
+    grace_until: datetime | None
+    cancel_at_period_end: bool
+    state_at: datetime
+    created_at: datetime
+    updated_at: datetime
+
+
+class SubscriptionStore:
+    async def upsert(
+        self,
+        conn: asyncpg.Connection,
+        *,
+        user_id: UUID,
+        provider: str,
+        external_id: str,
+        plan: str,
+        period: str,
+        status: str,
+        current_period_end: datetime | None,
+        grace_until: datetime | None,
+        cancel_at_period_end: bool,
+        state_at: datetime,
+    ) -> SubscriptionRow | None:
+        """None when a newer state is already stored (the event was older)."""
+        record = await conn.fetchrow(
+            UPSERT,
+            user_id,
+            provider,
+            external_id,
+            plan,
+            period,
+            status,
+            current_period_end,
+            grace_until,
+            cancel_at_period_end,
+            state_at,
+        )
+        return SubscriptionRow(**dict(record)) if record else None
+
+    async def by_external(self, conn: asyncpg.Connection, provider: str, external_id: str) -> SubscriptionRow | None:
+        record = await conn.fetchrow(BY_EXTERNAL, provider, external_id)
+        return SubscriptionRow(**dict(record)) if record else None
+
+    async def for_user(self, conn: asyncpg.Connection, user_id: UUID) -> list[SubscriptionRow]:
+        return [SubscriptionRow(**dict(r)) for r in await conn.fetch(FOR_USER, user_id)]
+
+    async def recompute_plan(self, conn: asyncpg.Connection, user_id: UUID) -> str:
+        """Set the user's plan from their entitled subscriptions ('free' without one); returns it."""
+        return str(await conn.fetchval(RECOMPUTE_PLAN, user_id, list(ENTITLED)))
+
+
+def public_subscription(sub: SubscriptionRow) -> dict[str, Any]:
+    return {
+        "id": str(sub.id),
+        "provider": sub.provider,
+        "plan": sub.plan,
+        "period": sub.period,
+        "status": sub.status,
+        "current_period_end": iso(sub.current_period_end) if sub.current_period_end else None,
+        "grace_until": iso(sub.grace_until) if sub.grace_until else None,
+        "cancel_at_period_end": sub.cancel_at_period_end,
+        "created_at": iso(sub.created_at),
+    }

@@ -6,13 +6,17 @@ replay (which follows the stream buffer to its end)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from typing import Any
 
 import socketio
+import structlog
 
 from server.config import Settings
 
+log = structlog.get_logger(__name__)
 STREAM_EVENTS = frozenset({"ai:chunk", "ai:done", "ai:error"})
 
 
@@ -39,7 +43,56 @@ class ResumeAwareManager(socketio.AsyncManager):
 
 class ResumeAwareRedisManager(socketio.AsyncRedisManager, ResumeAwareManager):
     """MRO: AsyncRedisManager → AsyncPubSubManager → ResumeAwareManager → AsyncManager, so publishing
-    is unchanged and the filter applies where each node delivers to its own sockets."""
+    is unchanged and the filter applies where each node delivers to its own sockets.
+
+    Two changes for Redis outages: an event that cannot be published is still delivered to this node's
+    own sockets (instead of being dropped), and the listener retries every few seconds at most (the
+    library backs off to a minute), so cross-node delivery resumes soon after Redis returns."""
+
+    LISTEN_RETRY_MAX_SECONDS = 2.0
+
+    async def _publish(self, data: Any) -> Any:
+        try:
+            if not self.connected:  # type: ignore[has-type]
+                self._redis_connect()
+            return await self.redis.publish(self.channel, self.json.dumps(data))
+        except Exception as err:  # noqa: BLE001 - any Redis failure: fall back to local delivery
+            self.connected = False
+            log.warning("redis publish failed; delivering to this node only", error=str(err))
+            await self._deliver_locally(data)
+            return None
+
+    async def _deliver_locally(self, data: dict[str, Any]) -> None:
+        handlers = {
+            "emit": self._handle_emit,
+            "callback": self._handle_callback,
+            "disconnect": self._handle_disconnect,
+            "enter_room": self._handle_enter_room,
+            "leave_room": self._handle_leave_room,
+            "close_room": self._handle_close_room,
+        }
+        handler = handlers.get(data.get("method", ""))
+        if handler is not None:
+            await handler(data)
+
+    async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:
+        retry = 0.2
+        subscribed = False
+        while True:
+            try:
+                if not subscribed:
+                    self._redis_connect()
+                    await self.pubsub.subscribe(self.channel)
+                    subscribed = True
+                    retry = 0.2
+                    log.info("socket.io redis listener subscribed")
+                async for message in self.pubsub.listen():
+                    yield message
+            except Exception as err:  # noqa: BLE001 - supervise: whatever broke, resubscribe
+                log.warning("socket.io redis listener lost; retrying", error=str(err), retry_in=retry)
+                subscribed = False
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, self.LISTEN_RETRY_MAX_SECONDS)
 
 
 def create_sio(settings: Settings) -> socketio.AsyncServer:
@@ -48,7 +101,11 @@ def create_sio(settings: Settings) -> socketio.AsyncServer:
         manager = ResumeAwareRedisManager(
             settings.redis_url,
             channel=f"{settings.redis_prefix}:socketio",
-            redis_options={"socket_keepalive": True, "health_check_interval": 30},
+            redis_options={
+                "socket_keepalive": True,
+                "health_check_interval": 30,
+                "socket_connect_timeout": 2,
+            },
         )
     else:
         manager = ResumeAwareManager()

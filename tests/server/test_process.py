@@ -5,11 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,50 +13,7 @@ import asyncpg
 
 from storage.db import load_migrations
 from tests.helpers import free_port
-
-ROOT = Path(__file__).resolve().parents[2]
-OUR_VARS = {"DATABASE_URL", "REDIS_URL", "JWT_SECRET", "HOST", "PORT", "DATA_DIR", "AI_PROVIDER", "GEMINI_API_KEY"}
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k.upper() not in OUR_VARS}
-    env["PYTHONPATH"] = str(ROOT)
-    env.update(extra)
-    return env
-
-
-def _start(cwd: Path, **extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "server"],
-        cwd=cwd,
-        env=_env(**extra),
-        stdout=subprocess.DEVNULL,
-        stderr=open(cwd / f"server-{extra.get('PORT')}.log", "wb"),
-    )
-
-
-async def _wait_healthy(port: int, limit: float = 60) -> float:
-    started = time.monotonic()
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() - started < limit:
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
-                    if resp.status == 200:
-                        return time.monotonic() - started
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise AssertionError(f"server on {port} not healthy within {limit}s")
-
-
-async def _get(port: int, path: str) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}{path}") as resp:
-        return resp.status, await resp.json()
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> int:
-    proc.send_signal(signal.SIGTERM)
-    return proc.wait(30)
+from tests.processes import _get, _start, _stop, _wait_healthy
 
 
 async def test_embedded_defaults_start_and_stop_gracefully(tmp_path: Path) -> None:

@@ -194,7 +194,7 @@ async def run_once(base: str, server: psutil.Process, n: int, tokens: int, rate:
     cpu_server1, cpu_me1 = server.cpu_times(), me.cpu_times()
     # python-socketio's client runs each event handler as its own task: let the last chunks land.
     settle = time.monotonic() + 15
-    while sum(len(s.delays_ms) for s in streams) < n * tokens and time.monotonic() < settle:
+    while sum(len(s.delays_ms) for s in streams) < n * tokens and time.monotonic() < settle:  # noqa: ASYNC110
         await asyncio.sleep(0.1)
     for s in streams:
         await s.socket.disconnect()

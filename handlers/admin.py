@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, Field
 
 from handlers.api import Api, path_uuid
 from handlers.schemas import Strict, UserOut
+from server.billing_wiring import SUBSCRIPTION_SERVICE
 from server.errors import ValidationFailed
 from server.keys import ADMIN_SERVICE, CREDIT_SERVICE
 from storage.users import UserRow, public_user
@@ -120,3 +121,37 @@ async def grant_credits(request: web.Request, user: UserRow, body: GrantIn) -> d
         user, path_uuid(request), amount=body.amount, idempotency_key=body.idempotency_key, note=body.note
     )
     return {"balance": balance, "applied": applied}
+
+
+class PlanIn(Strict):
+    plan: Literal["free", "premium"]
+    until: datetime | None = None
+
+
+class PlanOut(BaseModel):
+    user_id: str
+    plan: str
+
+
+@api.route(
+    "POST",
+    f"{P}/users/{{id}}/plan",
+    summary="Grant or end an admin plan (admin)",
+    body=PlanIn,
+    response=PlanOut,
+    errors=(404,),
+)
+async def set_plan(request: web.Request, user: UserRow, body: PlanIn) -> dict[str, Any]:
+    """`premium` (until a time, or for good) as an admin subscription; `free` ends that grant. Paid
+    Stripe/Google Play subscriptions are untouched, so a paying user stays premium. Audited."""
+    target_id = path_uuid(request)
+    admin = request.app[ADMIN_SERVICE]
+    admin.require_admin(user)
+    change = await request.app[SUBSCRIPTION_SERVICE].set_admin_plan(target_id, plan=body.plan, until=body.until)
+    await admin.audit(
+        user,
+        action="user.plan",
+        target_id=str(target_id),
+        details={"plan": body.plan, "until": body.until.isoformat() if body.until else None, "result": change.after},
+    )
+    return {"user_id": str(target_id), "plan": change.after}

@@ -13,7 +13,9 @@ from pydantic import BaseModel, Field
 
 from handlers.api import Api
 from handlers.schemas import Strict
+from server.billing_wiring import BILLING_SETTINGS
 from server.keys import CREDIT_SERVICE, QUOTA_SERVICE, USAGE_SERVICE
+from services.billing_config import public_pack
 from storage.credits import public_entry
 from storage.users import UserRow
 
@@ -167,3 +169,20 @@ async def ledger(request: web.Request, user: UserRow, query: LedgerQuery) -> dic
     entries = await request.app[CREDIT_SERVICE].ledger(user.id, before_id=before, limit=query.limit)
     cursor = str(entries[-1].id) if len(entries) == query.limit else None
     return {"items": [public_entry(e) for e in entries], "next_cursor": cursor}
+
+
+class Pack(BaseModel):
+    name: str
+    credits: int
+    price_cents: int
+    currency: str
+
+
+class Packs(BaseModel):
+    items: list[Pack]
+
+
+@api.route("GET", "/api/v1/credits/packs", summary="Credit packs for sale", response=Packs)
+async def packs(request: web.Request, user: UserRow) -> dict[str, Any]:
+    """Buy one with `POST /api/v1/credits/checkout {pack}` (Stripe Checkout)."""
+    return {"items": [public_pack(p) for p in request.app[BILLING_SETTINGS].credit_packs]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -26,12 +27,21 @@ class AdminService:
         self._audit = AuditStore()
 
     @staticmethod
-    def _require_admin(actor: UserRow) -> None:
+    def require_admin(actor: UserRow) -> None:
         if not actor.is_admin:
             raise Forbidden("admin only")
 
+
+    async def audit(self, actor: UserRow, *, action: str, target_id: str, details: dict[str, Any]) -> None:
+        """Record an admin action made through another service."""
+        self.require_admin(actor)
+        async with self._pool.acquire() as conn:
+            await self._audit.record(
+                conn, actor_id=actor.id, action=action, target_type="user", target_id=target_id, details=details
+            )
+
     async def set_ban(self, actor: UserRow, user_id: UUID, *, banned: bool, reason: str | None) -> UserRow:
-        self._require_admin(actor)
+        self.require_admin(actor)
         if user_id == actor.id:
             raise Forbidden("admins cannot ban themselves", code="forbidden")
         async with self._pool.acquire() as conn, conn.transaction():
@@ -54,7 +64,7 @@ class AdminService:
         return target
 
     async def get_user(self, actor: UserRow, user_id: UUID) -> UserRow:
-        self._require_admin(actor)
+        self.require_admin(actor)
         async with self._pool.acquire() as conn:
             user = await self._users.get(conn, user_id)
         if user is None:
@@ -64,11 +74,11 @@ class AdminService:
     async def search_users(
         self, actor: UserRow, *, query: str | None, before: datetime | None, limit: int
     ) -> list[UserRow]:
-        self._require_admin(actor)
+        self.require_admin(actor)
         async with self._pool.acquire() as conn:
             return await self._users.search(conn, query=query, before=before, limit=limit)
 
     async def audit_log(self, actor: UserRow, *, before_id: int | None, limit: int) -> list[AuditRow]:
-        self._require_admin(actor)
+        self.require_admin(actor)
         async with self._pool.acquire() as conn:
             return await self._audit.page(conn, before_id=before_id, limit=limit)

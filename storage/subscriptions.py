@@ -32,6 +32,19 @@ RETURNING {_COLUMNS}
 """
 BY_EXTERNAL = f"SELECT {_COLUMNS} FROM subscriptions WHERE provider = $1 AND external_id = $2"
 FOR_USER = f"SELECT {_COLUMNS} FROM subscriptions WHERE user_id = $1 ORDER BY created_at DESC"
+BY_ID_FOR_UPDATE = f"SELECT {_COLUMNS} FROM subscriptions WHERE id = $1 FOR UPDATE"
+# Locks the user row: every plan change of one user runs one at a time (webhooks, Play, the scheduler).
+LOCK_USER_PLAN = "SELECT plan FROM users WHERE id = $1 FOR UPDATE"
+# Entitled subscriptions whose time ran out: in_grace ones past grace_until, the others past
+# current_period_end; Stripe ones only once they are past $3 (Stripe's webhooks are the source of
+# truth, this is a safety net).
+DUE = f"""
+SELECT {_COLUMNS} FROM subscriptions
+WHERE status = ANY($1::text[]) AND current_period_end IS NOT NULL
+  AND CASE WHEN status = 'in_grace' THEN COALESCE(grace_until, current_period_end) ELSE current_period_end END
+      < CASE WHEN provider = 'stripe' THEN $3::timestamptz ELSE $2::timestamptz END
+ORDER BY current_period_end LIMIT $4
+"""
 RECOMPUTE_PLAN = """
 UPDATE users SET plan = COALESCE(
     (SELECT s.plan FROM subscriptions s
@@ -98,6 +111,22 @@ class SubscriptionStore:
 
     async def for_user(self, conn: asyncpg.Connection, user_id: UUID) -> list[SubscriptionRow]:
         return [SubscriptionRow(**dict(r)) for r in await conn.fetch(FOR_USER, user_id)]
+
+    async def lock(self, conn: asyncpg.Connection, subscription_id: UUID) -> SubscriptionRow | None:
+        record = await conn.fetchrow(BY_ID_FOR_UPDATE, subscription_id)
+        return SubscriptionRow(**dict(record)) if record else None
+
+    async def lock_user_plan(self, conn: asyncpg.Connection, user_id: UUID) -> str | None:
+        """The user's plan, with the user row locked until the transaction ends; None for no such user."""
+        plan = await conn.fetchval(LOCK_USER_PLAN, user_id)
+        return str(plan) if plan is not None else None
+
+    async def due(
+        self, conn: asyncpg.Connection, *, now: datetime, stripe_before: datetime, limit: int
+    ) -> list[SubscriptionRow]:
+        """Entitled subscriptions whose period (or grace) ended before `now` (`stripe_before` for Stripe)."""
+        records = await conn.fetch(DUE, list(ENTITLED), now, stripe_before, limit)
+        return [SubscriptionRow(**dict(r)) for r in records]
 
     async def recompute_plan(self, conn: asyncpg.Connection, user_id: UUID) -> str:
         """Set the user's plan from their entitled subscriptions ('free' without one); returns it."""

@@ -1,0 +1,233 @@
+"""SubscriptionService: every change to a subscription, from Stripe, Google Play, an admin or the
+scheduler, goes through `apply_in`: lock the user, upsert the subscription (an older state never
+overwrites a newer one), recompute the user's plan, all in the caller's transaction. After commit,
+`announce` emits `plan {plan}` to the user when their plan changed."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import structlog
+
+from server.errors import AppError, NotFound
+from services.billing_config import BillingSettings
+from services.credits import CreditService
+from services.events import Events
+from storage.subscriptions import ENTITLED, SubscriptionRow, SubscriptionStore
+from storage.users import UserStore
+
+log = structlog.get_logger(__name__)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Subscriptions the expiry job handles per run; the rest wait for the next run.
+DUE_BATCH = 500
+
+
+@dataclass(frozen=True)
+class SubscriptionState:
+    """A subscription as a provider (or the scheduler) last saw it, at provider time `state_at`."""
+
+    provider: str
+    external_id: str
+    plan: str
+    period: str
+    status: str
+    current_period_end: datetime | None
+    grace_until: datetime | None
+    cancel_at_period_end: bool
+    state_at: datetime
+
+
+@dataclass(frozen=True)
+class PlanChange:
+    user_id: UUID
+    before: str
+    after: str
+    subscription: SubscriptionRow | None  # None: the state was older than the one stored
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+
+@dataclass(frozen=True)
+class SubscriptionStatus:
+    plan: str
+    subscriptions: list[SubscriptionRow]  # the entitled ones
+    credits: int
+
+
+class SubscriptionOwnedByOther(Exception):
+    """The subscription is stored for another user: nobody can move it to themselves."""
+
+
+# Re-reads a due subscription from its provider: the fresh state, or None when the provider cannot
+# tell (unreachable, not configured), in which case the stored dates decide.
+Refresher = Callable[[SubscriptionRow, datetime], Awaitable[SubscriptionState | None]]
+
+
+def lapsed_state(row: SubscriptionRow, now: datetime, grace: timedelta) -> SubscriptionState:
+    """What an entitled subscription becomes when its time ran out and no renewal was seen. Google Play
+    subscriptions that were meant to renew get the grace period (in_grace until period end + grace),
+    then expire; the others (Stripe safety net, admin grants, cancelled ones) expire at once."""
+    state = SubscriptionState(
+        provider=row.provider,
+        external_id=row.external_id,
+        plan=row.plan,
+        period=row.period,
+        status="expired",
+        current_period_end=row.current_period_end,
+        grace_until=row.grace_until,
+        cancel_at_period_end=row.cancel_at_period_end,
+        state_at=max(datetime.now(UTC), row.state_at),
+    )
+    if row.provider != "google_play" or row.cancel_at_period_end or row.current_period_end is None:
+        return state
+    grace_until = row.grace_until if row.status == "in_grace" and row.grace_until else row.current_period_end + grace
+    return replace(state, status="in_grace" if now < grace_until else "expired", grace_until=grace_until)
+
+
+class SubscriptionService:
+    def __init__(
+        self, *, pool: asyncpg.Pool, events: Events, credits: CreditService, settings: BillingSettings
+    ) -> None:
+        self._pool = pool
+        self._events = events
+        self._credits = credits
+        self._settings = settings
+        self._store = SubscriptionStore()
+        self._users = UserStore()
+        self._refreshers: dict[str, Refresher] = {}
+
+    def on_due(self, provider: str, refresher: Refresher) -> None:
+        """Ask `refresher` for the fresh state of `provider`'s subscriptions when they come due."""
+        self._refreshers[provider] = refresher
+
+    async def apply_in(self, conn: asyncpg.Connection, user_id: UUID, state: SubscriptionState) -> PlanChange | None:
+        """Inside the caller's transaction. None when the user does not exist. Raises
+        SubscriptionOwnedByOther when the subscription is stored for another user; the caller must
+        then roll its transaction (or a savepoint around this call) back."""
+        before = await self._store.lock_user_plan(conn, user_id)
+        if before is None:
+            return None
+        existing = await self._store.by_external(conn, state.provider, state.external_id)
+        if existing is not None and existing.user_id != user_id:
+            raise SubscriptionOwnedByOther
+        row = await self._store.upsert(
+            conn,
+            user_id=user_id,
+            provider=state.provider,
+            external_id=state.external_id,
+            plan=state.plan,
+            period=state.period,
+            status=state.status,
+            current_period_end=state.current_period_end,
+            grace_until=state.grace_until,
+            cancel_at_period_end=state.cancel_at_period_end,
+            state_at=state.state_at,
+        )
+        if row is not None and row.user_id != user_id:  # inserted by another user's transaction meanwhile
+            raise SubscriptionOwnedByOther
+        after = await self._store.recompute_plan(conn, user_id)
+        return PlanChange(user_id=user_id, before=before, after=after, subscription=row)
+
+    async def announce(self, *changes: PlanChange | None) -> None:
+        """After commit: `plan {plan}` to each user whose plan changed (their last change only)."""
+        latest: dict[UUID, PlanChange] = {}
+        first: dict[UUID, str] = {}
+        for change in changes:
+            if change is None:
+                continue
+            first.setdefault(change.user_id, change.before)
+            latest[change.user_id] = change
+        for user_id, change in latest.items():
+            if change.after != first[user_id]:
+                log.info("plan changed", user_id=str(user_id), plan=change.after, was=first[user_id])
+                await self._events.to_user(user_id, "plan", {"plan": change.after})
+
+    async def apply(self, user_id: UUID, state: SubscriptionState) -> PlanChange | None:
+        """`apply_in` in its own transaction, announced after commit."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            change = await self.apply_in(conn, user_id, state)
+        await self.announce(change)
+        return change
+
+    async def set_admin_plan(self, user_id: UUID, *, plan: str, until: datetime | None = None) -> PlanChange:
+        """An admin's grant (authorize and audit in the caller): `premium` until `until` (None: for
+        good), or `free` to end the admin grant. Store subscriptions (Stripe, Play) are untouched, so
+        a user who pays keeps premium. The plan follows, as always, from the subscriptions."""
+        if plan not in ("free", "premium"):
+            raise AppError(f"plan: unknown plan {plan!r}", code="invalid", status=422)
+        state = SubscriptionState(
+            provider="admin",
+            external_id=f"admin:{user_id}",
+            plan="premium",
+            period="lifetime",
+            status="active" if plan == "premium" else "canceled",
+            current_period_end=until,
+            grace_until=None,
+            cancel_at_period_end=until is not None,
+            state_at=datetime.now(UTC),
+        )
+        change = await self.apply(user_id, state)
+        if change is None:
+            raise NotFound("user not found")
+        return change
+
+    async def status(self, user_id: UUID) -> SubscriptionStatus:
+        async with self._pool.acquire() as conn:
+            subscriptions = await self._store.for_user(conn, user_id)
+            user = await self._users.get(conn, user_id)
+        if user is None:
+            raise NotFound("user not found")
+        entitled = [s for s in subscriptions if s.status in ENTITLED]
+        return SubscriptionStatus(plan=user.plan, subscriptions=entitled, credits=await self._credits.balance(user_id))
+
+    async def history(self, user_id: UUID) -> list[SubscriptionRow]:
+        """Every subscription of the user, all providers, newest first."""
+        async with self._pool.acquire() as conn:
+            return await self._store.for_user(conn, user_id)
+
+    async def expire_due(self, at: datetime) -> dict[str, Any]:
+        """The scheduler's subscription job: every entitled subscription whose period (or grace) ended
+        before `at` is re-read from its provider when one can tell, else moved on by its dates:
+        renewed → active; renewal failed → in_grace (Play, until period end + grace); grace over or
+        not renewing → expired. Plans are recomputed and announced."""
+        stripe_before = at - timedelta(days=self._settings.stripe_expire_after_days)
+        async with self._pool.acquire() as conn:
+            due = await self._store.due(conn, now=at, stripe_before=stripe_before, limit=DUE_BATCH)
+        counts = {"due": len(due), "active": 0, "in_grace": 0, "expired": 0, "other": 0, "skipped": 0}
+        for row in due:
+            state = None
+            refresher = self._refreshers.get(row.provider)
+            if refresher is not None:
+                try:
+                    state = await refresher(row, at)
+                except AppError as err:  # unreachable or refused: the dates decide
+                    log.warning("subscription re-check failed", provider=row.provider, code=err.code)
+            if state is None:
+                state = lapsed_state(row, at, self._settings.grace)
+            change = await self._apply_due(row, state)
+            if change is None:
+                counts["skipped"] += 1
+            else:
+                key = state.status if state.status in counts else "other"
+                counts[key] += 1
+        return counts
+
+    async def _apply_due(self, row: SubscriptionRow, state: SubscriptionState) -> PlanChange | None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            if await self._store.lock_user_plan(conn, row.user_id) is None:
+                return None
+            current = await self._store.lock(conn, row.id)
+            # Changed since we read it (a webhook, a verify): that newer state stands; next run sees it.
+            if current is None or current.updated_at != row.updated_at:
+                return None
+            state = replace(state, state_at=max(datetime.now(UTC), current.state_at))
+            change = await self.apply_in(conn, row.user_id, state)
+        await self.announce(change)
+        return change

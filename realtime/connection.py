@@ -30,6 +30,7 @@ def register(
                 "missing access token: connect with auth {token}", {"code": "unauthorized"}
             )
         try:
+            # Always a fresh check at connect (no cache): a ban or logout-all must stop new sockets at once.
             user = await auth_service.authenticate(token)
         except AppError as err:
             # The client reads err.message and err.data.code (e.g. token_expired → refresh and retry).
@@ -40,7 +41,7 @@ def register(
         count = await presence.add(user.id, sid)
         if count == 1:
             await sio.emit("presence", {"user_id": str(user.id), "online": True}, room=user_room(user.id))
-        log.info("socket connected", user_id=str(user.id), sid=sid)
+        log.debug("socket connected", user_id=str(user.id), sid=sid)
 
     @sio.event
     async def disconnect(sid: str, reason: Any = None) -> None:
@@ -52,7 +53,7 @@ def register(
         remaining = await presence.remove(user_id, sid)
         if remaining == 0:
             await sio.emit("presence", {"user_id": str(user_id), "online": False}, room=user_room(user_id))
-        log.info("socket disconnected", user_id=str(user_id), sid=sid)
+        log.debug("socket disconnected", user_id=str(user_id), sid=sid)
 
     @sio.on("*")
     async def unknown_event(event: str, sid: str, *args: Any) -> dict[str, Any]:

@@ -29,7 +29,11 @@ class SocketUsers:
         session = await self._sio.get_session(sid)
         if not session or "user_id" not in session:
             raise Unauthorized("socket is not authenticated")
-        key = (session["user_id"], session["sv"])
+        return await self.lookup(session["user_id"], session["sv"])
+
+    async def lookup(self, user_id: UUID, session_version: int) -> UserRow:
+        """The live, unbanned user (cached a few seconds: a reconnect burst costs one query per user)."""
+        key = (user_id, session_version)
         cached = self._cache.get(key)
         now = time.monotonic()
         if cached and cached[0] > now:

@@ -77,10 +77,30 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
     shutdown_timeout_seconds: float = 10.0
+    # Accept queue: a reconnect storm of thousands of sockets overflows the default 128.
+    listen_backlog: int = Field(default=2048, ge=16)
+    # Freeze the start-up heap out of the garbage collector and collect less often (see __main__).
+    gc_tuning: bool = True
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_kib: int = Field(default=65536, ge=8)
 
-    @field_validator("database_url", "redis_url", "gemini_base_url", "openai_base_url", mode="before")
+    @field_validator(
+        "database_url",
+        "redis_url",
+        "gemini_base_url",
+        "openai_base_url",
+        "openai_model",
+        "ai_provider",
+        "gemini_api_key",
+        "openai_api_key",
+        "stripe_secret_key",
+        "stripe_webhook_secret",
+        "stripe_api_base",
+        "firebase_credentials",
+        "firebase_project_id",
+        "jwt_secret",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

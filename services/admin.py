@@ -31,7 +31,6 @@ class AdminService:
         if not actor.is_admin:
             raise Forbidden("admin only")
 
-
     async def audit(self, actor: UserRow, *, action: str, target_id: str, details: dict[str, Any]) -> None:
         """Record an admin action made through another service."""
         self.require_admin(actor)

@@ -16,7 +16,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from providers.firebase_auth import FirebaseVerifier
 from server.errors import AppError, Conflict, Forbidden, Unauthorized, Unavailable, ValidationFailed
-from server.tokens import TokenSigner, hash_refresh_token, new_refresh_token
+from server.tokens import AccessClaims, TokenSigner, hash_refresh_token, new_refresh_token
 from services.events import Events
 from services.ratelimit import RateLimiter
 from storage.refresh_tokens import RefreshTokenStore
@@ -178,8 +178,12 @@ class AuthService:
 
     async def authenticate(self, access_token: str) -> UserRow:
         """The user behind an access token, refusing banned users and tokens from ended sessions."""
-        claims = self._signer.verify(access_token)
+        claims = self.verify_token(access_token)
         return await self.active_user(claims.user_id, claims.session_version)
+
+    def verify_token(self, access_token: str) -> AccessClaims:
+        """Signature and expiry only; `active_user` checks the session and the ban."""
+        return self._signer.verify(access_token)
 
     async def active_user(self, user_id: UUID, session_version: int) -> UserRow:
         """The user, if the session that issued `session_version` is still live and not banned."""

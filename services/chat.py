@@ -12,7 +12,7 @@ from uuid import UUID
 import asyncpg
 import structlog
 
-from server.errors import NotFound, ValidationFailed
+from server.errors import NotFound, RateLimited, ValidationFailed
 from services.events import Events, chat_room, user_room
 from services.quota import QuotaService
 from services.ratelimit import RateLimiter
@@ -37,11 +37,8 @@ class SyncResult:
     last_seq: int
 
 
-class _AlreadyStored(Exception):
-    """Raised inside the send transaction to roll back the seq increment when a retry lost the race."""
-
-    def __init__(self, message: MessageRow) -> None:
-        self.message = message
+class _NotInserted(Exception):
+    """Nothing was inserted: the client_id is already stored, or the session is not the user's."""
 
 
 # Called after a user message is committed; the AI reply service plugs in here.
@@ -134,37 +131,42 @@ class ChatService:
                 details=[{"field": "content", "message": f"at most {self._max_chars} characters"}],
             )
         async with self._pool.acquire() as conn:
-            existing = await self._store.message_by_client_id(conn, session_id=session_id, client_id=client_id)
-            if existing is not None:
-                await self._require_owned(conn, user, session_id)
-                return SendResult(existing, created=False)
-            await self._limiter.check("send", self._send_rate, str(user.id))
+            try:
+                await self._limiter.check("send", self._send_rate, str(user.id))
+            except RateLimited:
+                # A retry of a stored message is not a new send: answer it even when limited.
+                stored = await self._stored_duplicate(conn, user, session_id, client_id)
+                if stored is None:
+                    raise
+                return SendResult(stored, created=False)
             try:
                 async with conn.transaction():
-                    slot = await self._store.next_seq(conn, session_id=session_id, user_id=user.id)
-                    if slot is None:
-                        raise NotFound("chat session not found")
-                    # Re-check under the session lock: a concurrent retry may have committed meanwhile.
-                    raced = await self._store.message_by_client_id(conn, session_id=session_id, client_id=client_id)
-                    if raced is not None:
-                        raise _AlreadyStored(raced)
-                    message = await self._store.insert_message(
+                    # One statement takes the next seq (locking the session row) and inserts, unless this
+                    # client_id is already stored; no row back means duplicate or not yours (see below).
+                    inserted = await self._store.insert_user_message(
                         conn,
                         session_id=session_id,
-                        seq=slot.seq,
-                        role="user",
-                        content=content,
+                        user_id=user.id,
                         client_id=client_id,
+                        content=content,
                         attachments=attachments,
                     )
+                    if inserted is None:
+                        raise _NotInserted
+                    message, persona_id = inserted
                     charge = None
-                    if slot.persona_id is not None:
+                    if persona_id is not None:
                         # A message to a persona is an AI message: it costs quota or a credit, charged in
                         # this transaction (QuotaExceeded rolls the message back: nothing is stored).
                         charge = await self._quota.charge_in(conn, user.id, message.id)
-                        await self._personas.record_activity(conn, slot.persona_id, messages=1)
-            except _AlreadyStored as dup:
-                return SendResult(dup.message, created=False)
+                        await self._personas.record_activity(conn, persona_id, messages=1)
+            except (_NotInserted, asyncpg.UniqueViolationError):
+                # Already stored (by an earlier try, or a concurrent retry that won the unique index;
+                # the loser's transaction and its seq increment were rolled back): return that one.
+                stored = await self._stored_duplicate(conn, user, session_id, client_id)
+                if stored is None:
+                    raise NotFound("chat session not found") from None
+                return SendResult(stored, created=False)
         await self.publish(user.id, message)
         if charge is not None:
             await self._quota.announce(charge)
@@ -196,6 +198,13 @@ class ChatService:
                 conn, session_id=session_id, after_seq=after_seq, limit=SYNC_PAGE + 1
             )
         return SyncResult(rows[:SYNC_PAGE], has_more=len(rows) > SYNC_PAGE, last_seq=session.last_seq)
+
+    async def _stored_duplicate(
+        self, conn: asyncpg.Connection, user: UserRow, session_id: UUID, client_id: UUID
+    ) -> MessageRow | None:
+        """The message already stored under this client_id (NotFound if the session is not the user's)."""
+        await self._require_owned(conn, user, session_id)
+        return await self._store.message_by_client_id(conn, session_id=session_id, client_id=client_id)
 
     async def _require_owned(self, conn: asyncpg.Connection, user: UserRow, session_id: UUID) -> SessionRow:
         session = await self._store.owned_session(conn, session_id=session_id, user_id=user.id)

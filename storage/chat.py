@@ -36,12 +36,19 @@ UPDATE chat_sessions SET title = COALESCE($3, title), pinned = COALESCE($4, pinn
 WHERE id = $1 AND user_id = $2 RETURNING {_SESSION_COLUMNS}
 """
 DELETE_SESSION = "DELETE FROM chat_sessions WHERE id = $1 AND user_id = $2 RETURNING id"
-# Takes the session row's lock until commit: concurrent sends to one session queue here.
-NEXT_SEQ = """
-UPDATE chat_sessions SET last_seq = last_seq + 1, updated_at = now()
-WHERE id = $1 AND user_id = $2 RETURNING last_seq, persona_id
-"""
 
+# The send in one round trip: next seq (row lock) and insert, skipped when the client_id is stored.
+INSERT_USER_MESSAGE = f"""
+WITH slot AS (
+    UPDATE chat_sessions SET last_seq = last_seq + 1, updated_at = now()
+    WHERE id = $1 AND user_id = $2
+      AND NOT EXISTS (SELECT 1 FROM messages WHERE session_id = $1 AND client_id = $3)
+    RETURNING last_seq, persona_id
+)
+INSERT INTO messages (session_id, seq, role, content, status, client_id, attachments)
+SELECT $1, slot.last_seq, 'user', $4, 'complete', $3, $5 FROM slot
+RETURNING {_MESSAGE_COLUMNS}, (SELECT persona_id FROM slot) AS persona_id
+"""
 MESSAGE_BY_CLIENT_ID = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND client_id = $2"
 INSERT_MESSAGE = f"""
 INSERT INTO messages (session_id, seq, role, content, status, client_id, reply_to, usage, attachments)
@@ -117,12 +124,6 @@ class MessageRow:
     created_at: datetime
 
 
-@dataclass(frozen=True)
-class SeqSlot:
-    seq: int
-    persona_id: UUID | None
-
-
 def _session(record: asyncpg.Record | None) -> SessionRow | None:
     return SessionRow(**dict(record)) if record is not None else None
 
@@ -161,9 +162,24 @@ class ChatStore:
     async def delete_session(self, conn: asyncpg.Connection, *, session_id: UUID, user_id: UUID) -> bool:
         return await conn.fetchval(DELETE_SESSION, session_id, user_id) is not None
 
-    async def next_seq(self, conn: asyncpg.Connection, *, session_id: UUID, user_id: UUID) -> SeqSlot | None:
-        record = await conn.fetchrow(NEXT_SEQ, session_id, user_id)
-        return SeqSlot(record["last_seq"], record["persona_id"]) if record else None
+    async def insert_user_message(
+        self,
+        conn: asyncpg.Connection,
+        *,
+        session_id: UUID,
+        user_id: UUID,
+        client_id: UUID,
+        content: str,
+        attachments: list[Any] | None,
+    ) -> tuple[MessageRow, UUID | None] | None:
+        """(message, the session's persona) or None when the client_id is stored or the session is not
+        the user's. A concurrent duplicate raises UniqueViolationError (the caller rolls back)."""
+        record = await conn.fetchrow(INSERT_USER_MESSAGE, session_id, user_id, client_id, content, attachments or [])
+        if record is None:
+            return None
+        fields = dict(record)
+        persona_id = fields.pop("persona_id")
+        return MessageRow(**fields), persona_id
 
     async def message_by_client_id(
         self, conn: asyncpg.Connection, *, session_id: UUID, client_id: UUID

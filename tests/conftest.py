@@ -23,6 +23,7 @@ from aiohttp.test_utils import TestClient
 
 from server.app import create_app
 from server.config import Settings
+from tests.fakes.gemini import FakeGemini
 from tests.helpers import free_port, make_settings, port_open, with_database
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
@@ -128,6 +129,15 @@ def settings(database_url: str, redis_url: str, redis_prefix: str, tmp_path: Pat
 @pytest.fixture
 async def client(aiohttp_client: Any, settings: Settings) -> TestClient:
     return await aiohttp_client(create_app(settings))
+
+
+@pytest.fixture
+async def gemini() -> AsyncIterator[FakeGemini]:
+    """A fake Gemini API (tests/fakes/gemini.py) on a free port."""
+    fake = FakeGemini()
+    await fake.start()
+    yield fake
+    await fake.close()
 
 
 @pytest.fixture

@@ -14,6 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.server import serve
+
 STATUS_NAMES = {400: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
 
 
@@ -54,12 +56,7 @@ class FakeGemini:
         app = web.Application()
         app.router.add_post("/{version}/models/{target}", self._handle)
         # Cancel the handler the moment the client goes: that is how we see "upstream closed".
-        self._runner = web.AppRunner(app, handle_signals=False, handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self._runner, self.url = await serve(app, cancel_on_disconnect=True)
         return self.url
 
     async def close(self) -> None:

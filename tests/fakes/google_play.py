@@ -11,6 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.server import serve
+
 PACKAGE = "app.parlor.test"
 ACCESS_TOKEN = "fake-play-access-token"
 
@@ -53,12 +55,7 @@ class FakePlay:
         base = "/androidpublisher/v3/applications/{package}/purchases"
         app.router.add_get(base + "/subscriptionsv2/tokens/{token}", self._get)
         app.router.add_post(base + "/subscriptions/{product}/tokens/{tail}", self._acknowledge)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self._runner, self.url = await serve(app)
         return self.url
 
     async def close(self) -> None:

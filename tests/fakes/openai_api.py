@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from tests.fakes.gemini import Behaviour
+from tests.fakes.server import serve
 
 
 class FakeOpenAI:
@@ -25,12 +26,8 @@ class FakeOpenAI:
     async def start(self) -> str:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
-        self._runner = web.AppRunner(app, handle_signals=False, handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}/v1"
+        self._runner, base = await serve(app, cancel_on_disconnect=True)
+        self.url = f"{base}/v1"
         return self.url
 
     async def close(self) -> None:

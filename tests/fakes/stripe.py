@@ -20,6 +20,8 @@ from urllib.parse import parse_qsl
 import stripe
 from aiohttp import web
 
+from tests.fakes.server import serve
+
 API_KEY = "sk_test_parlor_fake"
 WEBHOOK_SECRET = "whsec_parlor_fake"
 API_VERSION = "2025-10-29.clover"
@@ -98,12 +100,7 @@ class FakeStripe:
         app.router.add_post("/v1/billing_portal/sessions", self._create_portal_session)
         app.router.add_get("/v1/subscriptions/{id}", self._get(self.subscriptions, "subscription"))
         app.router.add_post("/v1/subscriptions/{id}", self._update_subscription)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self._runner, self.url = await serve(app)
         return self.url
 
     async def close(self) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -20,14 +19,6 @@ from tests.fakes.openai_api import FakeOpenAI
 from tests.helpers import bearer, make_chat, register
 
 A = "/api/v1/ai"
-
-
-@pytest.fixture
-async def gemini() -> AsyncIterator[FakeGemini]:
-    fake = FakeGemini()
-    await fake.start()
-    yield fake
-    await fake.close()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -23,14 +22,6 @@ from tests.fakes.gemini import Behaviour, FakeGemini
 from tests.helpers import Inbox, connect_socket, make_chat, register
 
 AI_EVENTS = ("ai:start", "ai:chunk", "ai:done", "ai:error", "message:new")
-
-
-@pytest.fixture
-async def gemini() -> AsyncIterator[FakeGemini]:
-    fake = FakeGemini()
-    await fake.start()
-    yield fake
-    await fake.close()
 
 
 def ai_settings(settings: Settings, gemini: FakeGemini, **extra: Any) -> Settings:

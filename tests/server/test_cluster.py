@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +20,6 @@ from tests.helpers import Inbox, free_port, port_open
 from tests.processes import LOW_COST, _get, _start, _stop, _wait_healthy
 
 SECRET = "cluster-secret-" + "c" * 40
-
-
-@pytest.fixture
-async def gemini() -> AsyncIterator[FakeGemini]:
-    fake = FakeGemini()
-    await fake.start()
-    yield fake
-    await fake.close()
 
 
 def cluster(tmp_path: Path, n: int, dsn: str, redis_url: str, gemini: FakeGemini) -> tuple[list[int], list[Any]]:

@@ -6,7 +6,6 @@ import asyncio
 import csv
 import io
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -19,14 +18,6 @@ from server.app import create_app
 from server.config import Settings
 from tests.fakes.gemini import Behaviour, FakeGemini
 from tests.helpers import Inbox, bearer, connect_socket, make_chat, register
-
-
-@pytest.fixture
-async def gemini() -> AsyncIterator[FakeGemini]:
-    fake = FakeGemini()
-    await fake.start()
-    yield fake
-    await fake.close()
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ the OpenAPI entry, so the document can never drift from what the handlers accept
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from aiohttp import web
 from pydantic import BaseModel, TypeAdapter
 
 from server.errors import AppError, BadRequest, PayloadTooLarge, Unauthorized, ValidationFailed
+from server.keys import SETTINGS
 from server.validation import parse
 from storage.users import UserRow
 
@@ -158,3 +160,28 @@ def error_response(err: AppError, request_id: str | None = None) -> web.Response
     if request_id:
         body["error"]["request_id"] = request_id
     return web.json_response(body, status=err.status, headers=err.headers)
+
+
+def _trusted(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
+def client_ip(request: web.Request) -> str:
+    """The client's address: the peer, or, when the peer is a trusted proxy (TRUSTED_PROXIES), the
+    rightmost X-Forwarded-For address that is not itself a trusted proxy (left of it can be forged)."""
+    peer = request.remote or "unknown"
+    networks = request.app[SETTINGS].trusted_proxy_networks
+    if not networks or not _trusted(peer, networks):
+        return peer
+    hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _trusted(hop, networks):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer
+    return peer

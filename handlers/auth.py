@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import EmailStr, Field
 
-from handlers.api import Api
+from handlers.api import Api, client_ip
 from handlers.schemas import SessionOut, Strict, UserOut
 from server.keys import AUTH_SERVICE
 from services.auth import Session
@@ -58,10 +58,6 @@ def session_body(session: Session) -> dict[str, Any]:
         "refresh_token": session.refresh_token,
         "expires_in": session.expires_in,
     }
-
-
-def client_ip(request: web.Request) -> str:
-    return request.remote or "unknown"
 
 
 @api.route(

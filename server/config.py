@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
@@ -74,6 +75,8 @@ class Settings(BaseSettings):
 
     admin_emails: str = ""
     cors_origins: str = "*"
+    # Proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For is believed, e.g. nginx in front.
+    trusted_proxies: str = ""
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
     shutdown_timeout_seconds: float = 10.0
@@ -104,6 +107,12 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(
+            ipaddress.ip_network(p.strip(), strict=False) for p in self.trusted_proxies.split(",") if p.strip()
+        )
 
     @property
     def admin_email_set(self) -> frozenset[str]:

@@ -125,3 +125,30 @@ async def test_database_connections_killed_gives_503_then_recovers(client: TestC
     if 503 in statuses:
         resp = await client.get("/readyz")
         assert resp.status == 200
+
+
+async def test_client_ip_from_trusted_proxy_only(
+    aiohttp_client: Any, database_url: str, redis_url: str, redis_prefix: str, tmp_path: Any
+) -> None:
+    async def attempts(client: Any, forwarded_for: str) -> list[int]:
+        statuses = []
+        for _ in range(3):
+            resp = await client.post(
+                "/api/v1/auth/login",
+                json={"email": unique_email(), "password": "wrong pass"},
+                headers={"X-Forwarded-For": forwarded_for},
+            )
+            statuses.append(resp.status)
+        return statuses
+
+    base = {"database_url": database_url, "redis_url": redis_url, "data_dir": tmp_path, "login_rate_per_minute": 2}
+    # Behind a trusted proxy (the test client is 127.0.0.1): each forwarded client has its own limit.
+    proxied = await aiohttp_client(
+        create_app(make_settings(**base, redis_prefix=redis_prefix + "-xff1", trusted_proxies="127.0.0.1/32"))
+    )
+    assert await attempts(proxied, "203.0.113.7") == [401, 401, 429]
+    assert (await attempts(proxied, "spoofed, 203.0.113.8"))[0] == 401  # a new client, whatever it prepends
+    # Not trusted: the header is ignored, every request counts for the peer itself.
+    direct = await aiohttp_client(create_app(make_settings(**base, redis_prefix=redis_prefix + "-xff2")))
+    assert await attempts(direct, "198.51.100.1") == [401, 401, 429]
+    assert await attempts(direct, "198.51.100.2") == [429, 429, 429]

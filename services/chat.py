@@ -170,8 +170,9 @@ class ChatService:
         await self.publish(user.id, message)
         if charge is not None:
             await self._quota.announce(charge)
-        for hook in self._hooks:
-            await hook(user, message)
+        if persona_id is not None:  # no persona (deleted): nobody to answer, nothing to start
+            for hook in self._hooks:
+                await hook(user, message)
         return SendResult(message, created=True)
 
     async def publish(self, user_id: UUID, message: MessageRow) -> None:

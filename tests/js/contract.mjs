@@ -21,13 +21,16 @@ function connect(auth, transports = ["websocket"]) {
   });
 }
 
-function nextEvent(socket, name, ms = 5000) {
+function nextEvent(socket, name, ms = 5000, matches = () => true) {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no ${name} within ${ms} ms`)), ms);
-    socket.once(name, (data) => {
+    const listener = (data) => {
+      if (!matches(data)) return;
       clearTimeout(timer);
+      socket.off(name, listener);
       resolve(data);
-    });
+    };
+    socket.on(name, listener);
   });
 }
 
@@ -111,6 +114,36 @@ await check("bad payloads and unknown events get error acks", async () => {
   assert.equal(bad.error.code, "invalid");
   const unknown = await socket.timeout(5000).emitWithAck("no:such:event", {});
   assert.deepEqual(unknown, { ok: false, error: { code: "unknown_event", message: "unknown event 'no:such:event'" } });
+});
+
+await check("an AI reply streams as ai:start, ai:chunk (gap-free indexes) and ai:done", async () => {
+  const chunks = [];
+  const clientId = randomUUID();
+  // Earlier messages' replies may still be running: wait for the one that answers this message.
+  const start = nextEvent(socket, "ai:start", 10000, (d) => d.reply_to === replyTo.id);
+  const done = nextEvent(socket, "ai:done", 10000, (d) => d.message.reply_to === replyTo.id);
+  socket.on("ai:chunk", (data) => chunks.push(data));
+  const replyTo = {};
+  const ack = await socket.timeout(5000).emitWithAck("message:send", {
+    session_id: sessionId,
+    client_id: clientId,
+    content: "stream to me",
+  });
+  assert.equal(ack.ok, true);
+  replyTo.id = ack.message.id;
+  const started = await start;
+  assert.equal(started.session_id, sessionId);
+  assert.equal(started.reply_to, ack.message.id);
+  assert.equal(started.message.status, "streaming");
+  const finished = await done;
+  await new Promise((r) => setTimeout(r, 200));
+  socket.off("ai:chunk");
+  const mine = chunks.filter((c) => c.stream_id === started.stream_id);
+  assert.deepEqual(mine.map((c) => c.index), [...mine.keys()]);
+  assert.equal(finished.stream_id, started.stream_id);
+  assert.equal(finished.message.status, "complete");
+  assert.equal(mine.map((c) => c.text).join(""), finished.message.content);
+  assert.ok(finished.usage.total_tokens > 0);
 });
 
 await check("a second device receives message:new (multi-device)", async () => {

@@ -99,6 +99,7 @@ class ReplyService:
         self._live: dict[str, _Live] = {}
         self._kicks: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._answering: set[UUID] = set()  # sessions whose reply runs on this node
         bus.on_command(self._on_command)
 
     @property
@@ -108,7 +109,11 @@ class ReplyService:
     # --- starting replies ----------------------------------------------------------------------
 
     async def on_user_message(self, user: UserRow, message: MessageRow) -> None:
-        """ChatService hook: answer in the background so the send's ack is not held up."""
+        """ChatService hook: answer in the background so the send's ack is not held up. While a reply of
+        this session runs on this node there is nothing to do: it kicks again when it ends (and its
+        kick, under the session lock, sees this already-committed message)."""
+        if message.session_id in self._answering:
+            return
         task = asyncio.create_task(self._kick_quietly(message.session_id))
         self._kicks.add(task)
         task.add_done_callback(self._kicks.discard)
@@ -134,8 +139,7 @@ class ReplyService:
                 seq, persona_id, user_id = slot
                 if persona_id is None:  # the persona was deleted: nobody to answer
                     raise _Abort
-                await self._chat.fail_stale_streaming(conn, session_id, older_than=self._settings.stale_after_seconds)
-                if await self._chat.has_streaming(conn, session_id):
+                if await self._chat.live_streaming(conn, session_id, stale_after=self._settings.stale_after_seconds):
                     raise _Abort
                 pending = await self._chat.unanswered(conn, session_id)
                 if not pending or pending[-1].seq <= newer_than:
@@ -153,6 +157,7 @@ class ReplyService:
             return None
         live = _Live()
         self._live[str(reply.id)] = live
+        self._answering.add(session_id)
         live.task = asyncio.create_task(self._run(reply, user_id, persona_id, pending, live), name=f"reply-{reply.id}")
         return reply
 
@@ -313,12 +318,17 @@ class ReplyService:
             if producer is not None:
                 producer.cancel()
         finally:
-            await self._finish(reply, rooms, texts, usage, error, stopped, started)
-            if error is not None or (stopped and not texts):
-                # Nothing was delivered: the answered messages' quota or credits come back.
-                await self._quota.refund([m.id for m in pending])
-            self._live.pop(stream_id, None)
-            structlog.contextvars.unbind_contextvars("stream_id", "user_id")
+            try:
+                await self._finish(reply, rooms, texts, usage, error, stopped, started)
+                if error is not None or (stopped and not texts):
+                    # Nothing was delivered: the answered messages' quota or credits come back.
+                    await self._quota.refund([m.id for m in pending])
+            finally:
+                self._live.pop(stream_id, None)
+                # Before the kick below: a message whose hook was skipped is already committed, so the
+                # kick (under the session lock) sees it.
+                self._answering.discard(reply.session_id)
+                structlog.contextvars.unbind_contextvars("stream_id", "user_id")
         # Messages that arrived while this reply streamed get the next one. After a failure only those:
         # the failed turn is answered again when the user sends again, not in a loop.
         await self.kick(reply.session_id, newer_than=reply.seq if error is not None else 0)

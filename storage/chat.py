@@ -68,11 +68,19 @@ SESSION_SEQ = """
 UPDATE chat_sessions SET last_seq = last_seq + 1, updated_at = now()
 WHERE id = $1 RETURNING last_seq, persona_id, user_id
 """
-FAIL_STALE_STREAMING = """
-UPDATE messages SET status = 'failed'
-WHERE session_id = $1 AND status = 'streaming' AND created_at < now() - make_interval(secs => $2)
+# One round trip: a streaming row older than a reply can live is failed (its node died), and the
+# answer says whether a live one remains. The SELECT sees the pre-UPDATE snapshot, hence NOT IN.
+LIVE_STREAMING = """
+WITH stale AS (
+    UPDATE messages SET status = 'failed'
+    WHERE session_id = $1 AND status = 'streaming' AND created_at < now() - make_interval(secs => $2)
+    RETURNING id
+)
+SELECT EXISTS (
+    SELECT 1 FROM messages
+    WHERE session_id = $1 AND status = 'streaming' AND id NOT IN (SELECT id FROM stale)
+)
 """
-HAS_STREAMING = "SELECT EXISTS (SELECT 1 FROM messages WHERE session_id = $1 AND status = 'streaming')"
 # User messages after the last reply that answered (a failed reply answered nothing).
 UNANSWERED = f"""
 SELECT {_MESSAGE_COLUMNS} FROM messages
@@ -222,11 +230,9 @@ class ChatStore:
         record = await conn.fetchrow(SESSION_SEQ, session_id)
         return (record["last_seq"], record["persona_id"], record["user_id"]) if record else None
 
-    async def fail_stale_streaming(self, conn: asyncpg.Connection, session_id: UUID, *, older_than: float) -> None:
-        await conn.execute(FAIL_STALE_STREAMING, session_id, older_than)
-
-    async def has_streaming(self, conn: asyncpg.Connection, session_id: UUID) -> bool:
-        return bool(await conn.fetchval(HAS_STREAMING, session_id))
+    async def live_streaming(self, conn: asyncpg.Connection, session_id: UUID, *, stale_after: float) -> bool:
+        """Whether a reply streams in the session, failing one whose node died (older than stale_after)."""
+        return bool(await conn.fetchval(LIVE_STREAMING, session_id, stale_after))
 
     async def unanswered(self, conn: asyncpg.Connection, session_id: UUID) -> list[MessageRow]:
         return [MessageRow(**dict(r)) for r in await conn.fetch(UNANSWERED, session_id)]

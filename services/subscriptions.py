@@ -130,6 +130,10 @@ class SubscriptionService:
             cancel_at_period_end=state.cancel_at_period_end,
             state_at=state.state_at,
         )
+        if row is None:
+            # Nothing written: a newer state is stored. Whose? Another user's verify may have inserted
+            # it meanwhile (after our by_external read), with a later state_at than ours.
+            row = await self._store.by_external(conn, state.provider, state.external_id)
         if row is not None and row.user_id != user_id:  # inserted by another user's transaction meanwhile
             raise SubscriptionOwnedByOther
         after = await self._store.recompute_plan(conn, user_id)

@@ -14,6 +14,7 @@ import structlog
 
 from server.errors import NotFound, RateLimited, ValidationFailed
 from services.events import Events, chat_room, user_room
+from services.message_writer import MessageWriter, Outcome
 from services.quota import QuotaService
 from services.ratelimit import RateLimiter
 from storage.chat import ChatStore, MessageRow, SessionRow, public_message
@@ -65,6 +66,7 @@ class ChatService:
         self._store = ChatStore()
         self._personas = PersonaStore()
         self._hooks: list[UserMessageHook] = []
+        self._writer = MessageWriter(pool)
 
     def on_user_message(self, hook: UserMessageHook) -> None:
         self._hooks.append(hook)
@@ -130,15 +132,33 @@ class ChatService:
                 f"content: longer than {self._max_chars} characters",
                 details=[{"field": "content", "message": f"at most {self._max_chars} characters"}],
             )
-        async with self._pool.acquire() as conn:
-            try:
-                await self._limiter.check("send", self._send_rate, str(user.id))
-            except RateLimited:
-                # A retry of a stored message is not a new send: answer it even when limited.
+        try:
+            await self._limiter.check("send", self._send_rate, str(user.id))
+        except RateLimited:
+            # A retry of a stored message is not a new send: answer it even when limited.
+            async with self._pool.acquire() as conn:
                 stored = await self._stored_duplicate(conn, user, session_id, client_id)
-                if stored is None:
-                    raise
-                return SendResult(stored, created=False)
+            if stored is None:
+                raise
+            return SendResult(stored, created=False)
+        if attachments:
+            return await self._send_single(
+                user, session_id, client_id=client_id, content=content, attachments=attachments
+            )
+        outcome = await self._writer.write(user_id=user.id, session_id=session_id, client_id=client_id, content=content)
+        if outcome is Outcome.SINGLE:
+            return await self._send_single(user, session_id, client_id=client_id, content=content, attachments=None)
+        if outcome is Outcome.NOT_INSERTED:
+            return await self._duplicate(user, session_id, client_id)
+        # Group-committed: a session without a persona, so nothing to charge and nobody to answer.
+        await self.publish(user.id, outcome)
+        return SendResult(outcome, created=True)
+
+    async def _send_single(
+        self, user: UserRow, session_id: UUID, *, client_id: UUID, content: str, attachments: list[Any] | None
+    ) -> SendResult:
+        """One message in its own transaction: a message to a persona is charged in it."""
+        async with self._pool.acquire() as conn:
             try:
                 async with conn.transaction():
                     # One statement takes the next seq (locking the session row) and inserts, unless this
@@ -174,6 +194,13 @@ class ChatService:
             for hook in self._hooks:
                 await hook(user, message)
         return SendResult(message, created=True)
+
+    async def _duplicate(self, user: UserRow, session_id: UUID, client_id: UUID) -> SendResult:
+        async with self._pool.acquire() as conn:
+            stored = await self._stored_duplicate(conn, user, session_id, client_id)
+        if stored is None:
+            raise NotFound("chat session not found")
+        return SendResult(stored, created=False)
 
     async def publish(self, user_id: UUID, message: MessageRow) -> None:
         """`message:new` once to each of the user's sockets and each socket watching the session."""

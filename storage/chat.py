@@ -49,6 +49,28 @@ INSERT INTO messages (session_id, seq, role, content, status, client_id, attachm
 SELECT $1, slot.last_seq, 'user', $4, 'complete', $3, $5 FROM slot
 RETURNING {_MESSAGE_COLUMNS}, (SELECT persona_id FROM slot) AS persona_id
 """
+# Group commit of plain sends (services/message_writer.py). First the sessions' rows, locked in id
+# order (so two batches never deadlock), then, in a later statement whose snapshot sees everything
+# committed before those locks were granted, which client_ids are already stored.
+LOCK_SESSIONS = """
+SELECT id, user_id, persona_id, last_seq FROM chat_sessions WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
+"""
+STORED_CLIENT_IDS = """
+SELECT m.session_id, m.client_id FROM messages m
+JOIN unnest($1::uuid[], $2::uuid[]) AS r(session_id, client_id)
+  ON m.session_id = r.session_id AND m.client_id = r.client_id
+"""
+# Seqs were numbered under those locks: move each session's last_seq and insert the batch at once.
+INSERT_USER_MESSAGES = f"""
+WITH bumped AS (
+    UPDATE chat_sessions s SET last_seq = v.last_seq, updated_at = now()
+    FROM unnest($1::uuid[], $2::bigint[]) AS v(id, last_seq) WHERE s.id = v.id
+)
+INSERT INTO messages (session_id, seq, role, content, status, client_id, attachments)
+SELECT r.session_id, r.seq, 'user', r.content, 'complete', r.client_id, '[]'::jsonb
+FROM unnest($3::uuid[], $4::bigint[], $5::text[], $6::uuid[]) AS r(session_id, seq, content, client_id)
+RETURNING {_MESSAGE_COLUMNS}
+"""
 MESSAGE_BY_CLIENT_ID = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND client_id = $2"
 INSERT_MESSAGE = f"""
 INSERT INTO messages (session_id, seq, role, content, status, client_id, reply_to, usage, attachments)
@@ -132,6 +154,21 @@ class MessageRow:
     created_at: datetime
 
 
+@dataclass(frozen=True)
+class LockedSession:
+    user_id: UUID
+    persona_id: UUID | None
+    last_seq: int
+
+
+@dataclass(frozen=True)
+class NewUserMessage:
+    session_id: UUID
+    seq: int
+    content: str
+    client_id: UUID
+
+
 def _session(record: asyncpg.Record | None) -> SessionRow | None:
     return SessionRow(**dict(record)) if record is not None else None
 
@@ -188,6 +225,33 @@ class ChatStore:
         fields = dict(record)
         persona_id = fields.pop("persona_id")
         return MessageRow(**fields), persona_id
+
+    async def lock_sessions(self, conn: asyncpg.Connection, session_ids: list[UUID]) -> dict[UUID, LockedSession]:
+        """The sessions' rows, locked until commit (in id order)."""
+        rows = await conn.fetch(LOCK_SESSIONS, session_ids)
+        return {r["id"]: LockedSession(r["user_id"], r["persona_id"], r["last_seq"]) for r in rows}
+
+    async def stored_client_ids(
+        self, conn: asyncpg.Connection, pairs: list[tuple[UUID, UUID]]
+    ) -> set[tuple[UUID, UUID]]:
+        """Which of these (session_id, client_id) pairs are already stored."""
+        rows = await conn.fetch(STORED_CLIENT_IDS, [p[0] for p in pairs], [p[1] for p in pairs])
+        return {(r["session_id"], r["client_id"]) for r in rows}
+
+    async def insert_user_messages(
+        self, conn: asyncpg.Connection, *, last_seqs: dict[UUID, int], rows: list[NewUserMessage]
+    ) -> list[MessageRow]:
+        """Insert numbered user messages and move each session's last_seq (rows locked by the caller)."""
+        records = await conn.fetch(
+            INSERT_USER_MESSAGES,
+            list(last_seqs),
+            list(last_seqs.values()),
+            [r.session_id for r in rows],
+            [r.seq for r in rows],
+            [r.content for r in rows],
+            [r.client_id for r in rows],
+        )
+        return [MessageRow(**dict(r)) for r in records]
 
     async def message_by_client_id(
         self, conn: asyncpg.Connection, *, session_id: UUID, client_id: UUID

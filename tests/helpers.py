@@ -114,6 +114,14 @@ async def make_chat(client: TestClient, session: dict[str, Any], **persona_field
     return dict(await resp.json())
 
 
+async def make_plain_chat(client: TestClient, session: dict[str, Any]) -> dict[str, Any]:
+    """A chat whose persona was deleted: no AI replies, nothing charged; its sends are group-committed."""
+    chat = await make_chat(client, session)
+    resp = await client.delete(f"/api/v1/personas/{chat['persona_id']}", headers=bearer(session))
+    assert resp.status == 204, await resp.text()
+    return chat
+
+
 class Inbox:
     """Records the events a socket receives, by name."""
 

@@ -17,7 +17,7 @@ from server.config import Settings
 from services.message_writer import MessageWriter, Outcome
 from storage.chat import MessageRow
 from storage.db import create_pool
-from tests.helpers import bearer, make_chat, register
+from tests.helpers import bearer, make_chat, make_plain_chat, register
 
 
 @pytest.fixture
@@ -28,11 +28,7 @@ async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 
 
 async def plain_chat(client: TestClient, user: dict[str, Any]) -> uuid.UUID:
-    """A session whose persona was deleted: its messages are group-committed (nothing to charge)."""
-    chat = await make_chat(client, user)
-    resp = await client.delete(f"/api/v1/personas/{chat['persona_id']}", headers=bearer(user))
-    assert resp.status == 204, await resp.text()
-    return uuid.UUID(chat["id"])
+    return uuid.UUID((await make_plain_chat(client, user))["id"])
 
 
 def uid(user: dict[str, Any]) -> uuid.UUID:

@@ -16,13 +16,45 @@ from typing import Any
 import socketio
 import structlog
 from engineio import packet as eio_packet
-from engineio.exceptions import SocketIsClosedError
+from engineio.async_socket import AsyncSocket
+from engineio.exceptions import QueueEmpty, SocketIsClosedError
 from socketio import packet as sio_packet
 
 from server.config import Settings
 
 log = structlog.get_logger(__name__)
 STREAM_EVENTS = frozenset({"ai:chunk", "ai:done", "ai:error"})
+
+
+async def _poll(self: AsyncSocket) -> list[eio_packet.Packet]:
+    """AsyncSocket.poll, the wait of every socket's writer before each send, without `wait_for`: that
+    wraps `queue.get()` in a new task on each wake, once per socket per message in a fan-out. Here a
+    queued packet is taken at once, and an empty queue is awaited under `asyncio.timeout` (no task).
+    Behaviour is the library's: the same timeout, QueueEmpty on timeout or cancel, [] once closed."""
+    queue = self.queue
+    if queue.empty():
+        try:
+            async with asyncio.timeout(self.server.ping_interval + self.server.ping_timeout):
+                first = await queue.get()
+        except (TimeoutError, asyncio.CancelledError):
+            raise QueueEmpty() from None
+    else:
+        first = queue.get_nowait()
+    queue.task_done()
+    if first is None:
+        return []
+    packets = [first]
+    while not queue.empty():
+        pkt = queue.get_nowait()
+        queue.task_done()
+        if pkt is None:
+            queue.put_nowait(None)  # the close marker stays for the next poll
+            break
+        packets.append(pkt)
+    return packets
+
+
+AsyncSocket.poll = _poll  # type: ignore[method-assign]
 
 
 class ResumeAwareManager(socketio.AsyncManager):

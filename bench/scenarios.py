@@ -165,9 +165,11 @@ class Runner:
 
     async def _run_one(self, target: Target, scenario: str, nodes: int) -> dict[str, Any]:
         procs = await target.start(nodes, redis=nodes > 1)
-        spies = self._start_profilers(target, procs, scenario, nodes)
+        spies: list[Any] = []
         try:
             users = await target.users(max(self.user_count(scenario), 1), procs[0].url)
+            # After set-up (registrations, personas, sessions): the profile shows the scenario itself.
+            spies = self._start_profilers(target, procs, scenario, nodes)
             acked_path = None
             if scenario == "durable" and isinstance(target, Parlor):
                 self._n += 1

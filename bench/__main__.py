@@ -64,6 +64,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--profile", type=Path, help="diagnosis only: py-spy each Python server into this folder (slows them)"
     )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds per scenario, targets taking turns; each figure is the target's median round (default 1)",
+    )
     p.add_argument("--keep-workdir", action="store_true", help="keep logs and load-generator files")
     return p.parse_args(argv)
 
@@ -146,7 +152,7 @@ async def run(args: argparse.Namespace) -> int:
                 )
             else:
                 targets.append(TARGET_NAMES[name](infra))
-        runner = Runner(infra, targets, sizes, client=args.client, profile=args.profile)
+        runner = Runner(infra, targets, sizes, client=args.client, profile=args.profile, repeat=max(1, args.repeat))
         log(f"workdir {workdir}; database {infra.postgres_kind}; scenarios {', '.join(keys)}")
         for key in keys:
             await runner.run(key)
@@ -166,6 +172,7 @@ async def run(args: argparse.Namespace) -> int:
         f"Python {m['python']}, Node {m['node']}; {infra.postgres_kind}"
         + (f"; {infra.redis_kind}" if infra.redis_kind else "")
         + f". Load generator: one Node process, {args.client} Socket.IO client, websocket only."
+        + (f" Each figure: the median of {args.repeat} rounds, targets taking turns." if args.repeat > 1 else "")
         + "".join(f" {t.label}." for t in targets if isinstance(t, Parlor))
     )
     print(head)

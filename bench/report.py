@@ -189,6 +189,9 @@ def build(results: Results, targets: list[str], sizes: Any) -> str:
     # Anything that went wrong or was not clean goes under the table, not into a silent figure.
     for key, per_target in results.items():
         for target, result in per_target.items():
+            if result.get("rounds"):
+                figures = " · ".join("failed" if v is None else f"{v:,.1f}" for v in result["rounds"])
+                t.notes.append(f"{key} / {target}: {result['rounds_field']} by round: {figures}")
             if "error" in result:
                 t.notes.append(f"{key} / {target}: {result['error']}")
             for field in ("errors", "missing_deliveries", "duplicate_deliveries", "failed"):

@@ -48,6 +48,7 @@ class EventRegistry:
         self._users = users
         self._metrics = metrics
         self.names: list[str] = []
+        self._counters: dict[tuple[str, str], Any] = {}
 
     def on(self, name: str, model: type[BaseModel]) -> Callable[[EventFn], EventFn]:
         def decorate(fn: EventFn) -> EventFn:
@@ -79,5 +80,9 @@ class EventRegistry:
             log.exception("socket event failed", event=name)
             return failed("internal", "internal error")
         finally:
-            self._metrics.socket_events.labels(name, outcome).inc()
-            structlog.contextvars.clear_contextvars()
+            counter = self._counters.get((name, outcome))
+            if counter is None:
+                counter = self._counters[(name, outcome)] = self._metrics.socket_events.labels(name, outcome)
+            counter.inc()
+            # No clear_contextvars: python-socketio runs each event in its own task (async_handlers),
+            # whose context copy ends with it.

@@ -192,4 +192,7 @@ def create_sio(settings: Settings) -> socketio.AsyncServer:
         compression_threshold=4096,
         logger=False,
         engineio_logger=False,
+        # Each event in its own task: a slow handler never holds up the socket's other events, and
+        # EventRegistry relies on the per-task context for its log bindings.
+        async_handlers=True,
     )

@@ -55,8 +55,8 @@ class MessageWriter:
         if self._writer is None:
             # One writer at a time: sends that arrive while a batch commits form the next batch.
             self._writer = asyncio.create_task(self._drain())
-        # shield: a cancelled caller must not cancel a batch that carries other users' messages.
-        return await asyncio.shield(future)
+        # A cancelled caller cancels only its own future: the batch runs in the writer task regardless.
+        return await future
 
     async def _drain(self) -> None:
         try:

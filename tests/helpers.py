@@ -122,6 +122,17 @@ async def make_plain_chat(client: TestClient, session: dict[str, Any]) -> dict[s
     return chat
 
 
+async def wait_until(predicate: Any, limit: float = 10.0) -> None:
+    """Poll `predicate` until it holds; fail the test after `limit` seconds."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + limit
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
 class Inbox:
     """Records the events a socket receives, by name."""
 

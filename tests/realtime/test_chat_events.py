@@ -11,14 +11,7 @@ import socketio
 from aiohttp.test_utils import TestClient
 
 from server.config import Settings
-from tests.helpers import Inbox, bearer, connect_socket, make_chat, make_persona, register, settled_rows
-
-
-async def _wait_for(predicate: Any, limit: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + limit
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
+from tests.helpers import Inbox, bearer, connect_socket, make_chat, make_persona, register, settled_rows, wait_until
 
 
 def _send(session_id: str, content: str, client_id: str | None = None) -> dict[str, Any]:
@@ -49,7 +42,7 @@ async def test_200_concurrent_sends_from_4_sockets(client: TestClient, settings:
     assert [r["seq"] for r in rows] == list(range(1, len(rows) + 1))
     assert [r["seq"] for r in rows if r["role"] == "user"] == ack_seqs
 
-    await _wait_for(lambda: all(len(i["message:new"]) >= 200 for i in inboxes))
+    await wait_until(lambda: all(len(i["message:new"]) >= 200 for i in inboxes))
     await asyncio.sleep(0.2)  # a duplicate would arrive right behind
     stored_ids = {a["message"]["id"] for a in acks}
     for inbox in inboxes:
@@ -91,7 +84,7 @@ async def test_same_client_id_stores_once_socket_and_rest(client: TestClient, so
 
     history = await (await client.get(f"/api/v1/chat/sessions/{chat['id']}/messages", headers=bearer(user))).json()
     assert [m["content"] for m in history["items"] if m["role"] == "user"] == ["hello once", "via rest"]
-    await _wait_for(lambda: len(inbox["message:new"]) >= 2)
+    await wait_until(lambda: len(inbox["message:new"]) >= 2)
     await asyncio.sleep(0.2)
     assert len(inbox["message:new"]) == 2  # duplicates triggered nothing
 
@@ -245,7 +238,7 @@ async def test_typing_relayed_to_other_watchers_not_stored(client: TestClient, s
     for s in (one, two):
         await s.call("chat:join", {"session_id": chat["id"]})
     assert (await one.call("typing", {"session_id": chat["id"], "typing": True}))["ok"]
-    await _wait_for(lambda: len(inbox_two["typing"]) == 1)
+    await wait_until(lambda: len(inbox_two["typing"]) == 1)
     assert inbox_two["typing"][0] == {"session_id": chat["id"], "user_id": user["user"]["id"], "typing": True}
     assert inbox_one["typing"] == []
     assert (await one.call("chat:leave", {"session_id": chat["id"]}))["ok"]
@@ -272,7 +265,7 @@ async def test_presence_online_offline_across_devices(client: TestClient, socket
     again_inbox = Inbox(again, "presence")
     await connect_socket(client, user["access_token"], sio=again)
     sockets.append(again)
-    await _wait_for(lambda: len(again_inbox["presence"]) == 1)
+    await wait_until(lambda: len(again_inbox["presence"]) == 1)
     assert again_inbox["presence"] == [{"user_id": user["user"]["id"], "online": True}]
 
 

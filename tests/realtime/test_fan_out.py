@@ -14,14 +14,7 @@ import socketio
 from aiohttp.test_utils import TestClient
 
 from server.keys import SIO
-from tests.helpers import Inbox, connect_socket, make_plain_chat, register, server_url
-
-
-async def _wait_for(predicate: Any, limit: float = 10.0) -> None:
-    deadline = time.monotonic() + limit
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
+from tests.helpers import Inbox, connect_socket, make_plain_chat, register, server_url, wait_until
 
 
 async def test_room_of_websocket_and_polling_sockets_gets_each_message_once_in_order(
@@ -50,7 +43,7 @@ async def test_room_of_websocket_and_polling_sockets_gets_each_message_once_in_o
     for i in range(30):
         payload = {"session_id": chat["id"], "client_id": str(uuid.uuid4()), "content": f"n{i}"}
         assert (await sender.call("message:send", payload))["ok"]
-    await _wait_for(lambda: all(len(i["message:new"]) >= 30 for i in inboxes))
+    await wait_until(lambda: all(len(i["message:new"]) >= 30 for i in inboxes))
     await asyncio.sleep(0.2)  # a duplicate would arrive right behind
     for inbox in inboxes:
         assert [e["message"]["content"] for e in inbox["message:new"]] == [f"n{i}" for i in range(30)]
@@ -68,7 +61,7 @@ async def test_typing_skips_the_sender_and_a_silent_client_is_closed(client: Tes
     for s in (one, two, three):
         assert (await s.call("chat:join", {"session_id": chat["id"]}))["ok"]
     assert (await one.call("typing", {"session_id": chat["id"], "typing": True}))["ok"]
-    await _wait_for(lambda: len(inboxes[1]["typing"]) == 1 and len(inboxes[2]["typing"]) == 1)
+    await wait_until(lambda: len(inboxes[1]["typing"]) == 1 and len(inboxes[2]["typing"]) == 1)
     assert inboxes[0]["typing"] == []
 
     # The server last heard from `three` longer ago than the ping timeout: the next emit closes it.
@@ -77,7 +70,7 @@ async def test_typing_skips_the_sender_and_a_silent_client_is_closed(client: Tes
     socket = sio.eio.sockets[eio_sid]
     socket.last_ping = time.time() - sio.eio.ping_timeout - 5
     assert (await one.call("typing", {"session_id": chat["id"], "typing": False}))["ok"]
-    await _wait_for(lambda: len(inboxes[1]["typing"]) == 2)
+    await wait_until(lambda: len(inboxes[1]["typing"]) == 2)
     # As the library does: the socket is closed on the server (disconnect handled, rooms left), and
     # nothing more is queued to it.
     assert socket.closed

@@ -16,7 +16,7 @@ import pytest
 import socketio
 
 from tests.fakes.gemini import Behaviour, FakeGemini
-from tests.helpers import Inbox, free_port, port_open
+from tests.helpers import Inbox, free_port, port_open, wait_until
 from tests.processes import LOW_COST, _get, _start, _stop, _wait_healthy
 
 SECRET = "cluster-secret-" + "c" * 40
@@ -61,13 +61,6 @@ async def socket_on(port: int, token: str, *events: str) -> tuple[socketio.Async
     return sio, inbox
 
 
-async def until(predicate: Any, limit: float = 15.0) -> None:
-    deadline = time.monotonic() + limit
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-
-
 async def test_three_processes_act_as_one(
     tmp_path: Path, empty_database: Any, redis_url: str, gemini: FakeGemini
 ) -> None:
@@ -98,7 +91,7 @@ async def test_three_processes_act_as_one(
             {"client_id": str(uuid.uuid4()), "content": "to every device"},
             token,
         )
-        await until(lambda: all(len(i["message:new"]) >= 1 for _, i in inboxes))
+        await wait_until(lambda: all(len(i["message:new"]) >= 1 for _, i in inboxes), 15.0)
         await asyncio.sleep(0.5)
         assert all([e["message"]["id"] for e in i["message:new"]] == [sent["id"]] for _, i in inboxes)
         for sio in sockets:
@@ -115,13 +108,13 @@ async def test_three_processes_act_as_one(
                 "message:send", {"session_id": chat["id"], "client_id": str(uuid.uuid4()), "content": "long one"}
             )
         )["ok"]
-        await until(lambda: len(inbox["ai:chunk"]) >= 3)
+        await wait_until(lambda: len(inbox["ai:chunk"]) >= 3, 15.0)
         stopper, _ = await socket_on(ports[2], token)
         sockets.append(stopper)
         stream_id = inbox["ai:start"][-1]["stream_id"]
         assert (await stopper.call("ai:stop", {"stream_id": stream_id}))["ok"]
         await gemini.wait_client_gone(gemini.calls[-1], limit=2.0)
-        await until(lambda: inbox["ai:done"])
+        await wait_until(lambda: inbox["ai:done"], 15.0)
         assert inbox["ai:done"][-1]["message"]["status"] == "stopped"
 
         # A reply started on process 1 resumes on process 2 after a reconnect.
@@ -131,14 +124,14 @@ async def test_three_processes_act_as_one(
         await first.call(
             "message:send", {"session_id": chat["id"], "client_id": str(uuid.uuid4()), "content": "resume me"}
         )
-        await until(lambda: len(first_inbox["ai:chunk"]) >= 3)
+        await wait_until(lambda: len(first_inbox["ai:chunk"]) >= 3, 15.0)
         await first.disconnect()
         seen = len(first_inbox["ai:chunk"])
         stream_id = first_inbox["ai:start"][-1]["stream_id"]
         second, second_inbox = await socket_on(ports[1], token, "ai:chunk", "ai:done")
         sockets.append(second)
         assert (await second.call("ai:resume", {"stream_id": stream_id, "from_index": seen}))["ok"]
-        await until(lambda: second_inbox["ai:done"])
+        await wait_until(lambda: second_inbox["ai:done"], 15.0)
         await asyncio.sleep(0.3)
         indexes = [c["index"] for c in second_inbox["ai:chunk"]]
         assert indexes == list(range(seen, seen + len(indexes)))
@@ -214,7 +207,7 @@ async def test_redis_outage_and_return(tmp_path: Path, empty_database: Any, own_
             )
 
         await send(ports[0], "before")
-        await until(lambda: inbox_a["message:new"] and inbox_b["message:new"])
+        await wait_until(lambda: inbox_a["message:new"] and inbox_b["message:new"], 15.0)
 
         own_redis.stop()
         await asyncio.sleep(1)
@@ -222,7 +215,7 @@ async def test_redis_outage_and_return(tmp_path: Path, empty_database: Any, own_
             status, body = await _get(port, "/readyz")
             assert status == 200 and body["redis"] == "down" and body["database"] == "ok"
         during = await send(ports[0], "during the outage")  # stored, and this node's own socket gets it
-        await until(lambda: any(e["message"]["id"] == during["id"] for e in inbox_a["message:new"]))
+        await wait_until(lambda: any(e["message"]["id"] == during["id"] for e in inbox_a["message:new"]), 15.0)
         await asyncio.sleep(10)
         assert all(p.poll() is None for p in procs)  # nobody exited
 

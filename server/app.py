@@ -111,7 +111,11 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
         log.info("REDIS_URL unset: single node, in-process fan-out")
         yield
         return
-    client = Redis.from_url(settings.redis_url, health_check_interval=30, socket_keepalive=True)
+    # A connect to Redis that hangs (dropped SYN, stalled server) must not hold a socket's connect
+    # handler for the OS's retry schedule: give up after 2 s and fall back (presence, rate limits).
+    client = Redis.from_url(
+        settings.redis_url, health_check_interval=30, socket_keepalive=True, socket_connect_timeout=2
+    )
     app[REDIS] = client
     try:
         await client.ping()

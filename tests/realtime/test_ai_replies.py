@@ -160,8 +160,10 @@ async def test_resume_on_another_node_with_redis(
     sockets.append(back)
     synced = await back.call("sync", {"session_id": chat["id"], "after_seq": 0})
     stream_id = synced["streams"][0]["stream_id"]
-    await back.call("chat:join", {"session_id": chat["id"]})  # live chunks too: must not duplicate
+    # As docs/events.md says: resume first, then join. Joining the room (which gets the live chunks)
+    # must not duplicate any. A join before the resume would get live chunks before the replay starts.
     assert (await back.call("ai:resume", {"stream_id": stream_id, "from_index": seen}))["ok"]
+    assert (await back.call("chat:join", {"session_id": chat["id"]}))["ok"]
     await until(lambda: back_inbox["ai:done"])
     await asyncio.sleep(0.3)
     indexes = [c["index"] for c in back_inbox["ai:chunk"]]

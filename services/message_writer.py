@@ -45,8 +45,7 @@ class MessageWriter:
         self._store = ChatStore()
         self._queue: list[_Pending] = []
         self._writer: asyncio.Task[None] | None = None
-        self.batches = 0  # for tests and diagnosis
-        self.largest_batch = 0
+        self.batches = 0  # transactions so far (the tests read it)
 
     async def write(self, *, user_id: UUID, session_id: UUID, client_id: UUID, content: str) -> MessageRow | Outcome:
         """The committed message, or what to do instead. Waits for the batch it joins to commit."""
@@ -63,7 +62,6 @@ class MessageWriter:
             while self._queue:
                 batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
                 self.batches += 1
-                self.largest_batch = max(self.largest_batch, len(batch))
                 try:
                     outcomes = await self._commit(batch)
                 except asyncio.CancelledError:  # shutting down: nobody is left waiting forever

@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import socketio
 from aiohttp.test_utils import TestClient
 
+# Re-exported for the tests: the bench starts servers on 127.0.0.1 with the same helpers.
+from bench.infra import free_port as free_port
+from bench.infra import port_open as port_open
+from bench.infra import with_database as with_database
 from server.config import Settings
 
 PASSWORD = "correct horse battery"
-
-
-def port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def with_database(dsn: str, name: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 def make_settings(**overrides: Any) -> Settings:

@@ -24,10 +24,10 @@ from typing import Any
 from bench import report
 from bench.infra import Infra, raise_fd_limit
 from bench.scenarios import FULL, QUICK, Runner, log, sizes_dict
-from bench.targets import NodeRelay, Parlor, PyRelay, Target
+from bench.targets import LeanRelay, NodeRelay, Parlor, PyRelay, Target
 
 SCENARIOS = {"1": "idle", "2": "fanout", "3": "durable", "4": "storm", "5": "scale"}
-TARGET_NAMES = {"parlor": Parlor, "py": PyRelay, "node": NodeRelay}
+TARGET_NAMES = {"parlor": Parlor, "py": PyRelay, "node": NodeRelay, "lean": LeanRelay}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

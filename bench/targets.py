@@ -207,3 +207,14 @@ class NodeRelay(Target):
         return await self.infra.spawn(
             name, ["node", str(NODE_RELAY / "relay.mjs")], env=env, cwd=NODE_RELAY, health_path="/healthz"
         )
+
+
+class LeanRelay(Target):
+    name = "lean-relay"
+    label = "lean Python relay (Socket.IO on aiohttp, no python-socketio)"
+
+    async def _spawn(self, name: str, env: dict[str, str]) -> Proc:
+        env["PYTHONPATH"] = str(REPO)
+        return await self.infra.spawn(
+            name, [sys.executable, "-m", "bench.lean_relay"], env=env, cwd=self.infra.workdir, health_path="/healthz"
+        )

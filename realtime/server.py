@@ -16,45 +16,14 @@ from typing import Any
 import socketio
 import structlog
 from engineio import packet as eio_packet
-from engineio.async_socket import AsyncSocket
-from engineio.exceptions import QueueEmpty, SocketIsClosedError
+from engineio.exceptions import SocketIsClosedError
 from socketio import packet as sio_packet
 
+from realtime.transport import install_fast_events, write_frame
 from server.config import Settings
 
 log = structlog.get_logger(__name__)
 STREAM_EVENTS = frozenset({"ai:chunk", "ai:done", "ai:error"})
-
-
-async def _poll(self: AsyncSocket) -> list[eio_packet.Packet]:
-    """AsyncSocket.poll, the wait of every socket's writer before each send, without `wait_for`: that
-    wraps `queue.get()` in a new task on each wake, once per socket per message in a fan-out. Here a
-    queued packet is taken at once, and an empty queue is awaited under `asyncio.timeout` (no task).
-    Behaviour is the library's: the same timeout, QueueEmpty on timeout or cancel, [] once closed."""
-    queue = self.queue
-    if queue.empty():
-        try:
-            async with asyncio.timeout(self.server.ping_interval + self.server.ping_timeout):
-                first = await queue.get()
-        except (TimeoutError, asyncio.CancelledError):
-            raise QueueEmpty() from None
-    else:
-        first = queue.get_nowait()
-    queue.task_done()
-    if first is None:
-        return []
-    packets = [first]
-    while not queue.empty():
-        pkt = queue.get_nowait()
-        queue.task_done()
-        if pkt is None:
-            queue.put_nowait(None)  # the close marker stays for the next poll
-            break
-        packets.append(pkt)
-    return packets
-
-
-AsyncSocket.poll = _poll  # type: ignore[method-assign]
 
 
 class ResumeAwareManager(socketio.AsyncManager):
@@ -82,9 +51,10 @@ class ResumeAwareManager(socketio.AsyncManager):
     async def _fan_out(self, event: str, data: Any, namespace: str, room: Any, skip_sid: Any) -> None:
         """AsyncManager.emit without a task per recipient. The library encodes the packet once, then
         creates a task per socket that awaits its way down to `socket.queue.put`; for a room of 1,000
-        that is most of the cost of the emit. Here the one packet goes straight onto each socket's send
-        queue (unbounded, so put_nowait never fails): same queue, same order, same writer task. A
-        socket whose pings stopped takes the library's send, which closes it."""
+        that is most of the cost of the emit. Here the one encoded frame is written straight to each
+        websocket (realtime/transport.py), or put on a polling socket's queue (unbounded, so put_nowait
+        never fails), in the same order. A socket whose pings stopped takes the library's send, which
+        closes it."""
         if namespace not in self.rooms:
             return
         args = list(data) if isinstance(data, tuple) else [] if data is None else [data]
@@ -93,6 +63,7 @@ class ResumeAwareManager(socketio.AsyncManager):
             await super().emit(event, data, namespace, room=room, skip_sid=skip_sid)
             return
         eio_pkt = eio_packet.Packet(eio_packet.MESSAGE, encoded)
+        frame = eio_pkt.encode().encode()
         skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
         sockets = self.server.eio.sockets
         deadline = time.time() - self.server.eio.ping_timeout
@@ -106,7 +77,10 @@ class ResumeAwareManager(socketio.AsyncManager):
             if socket.last_ping and socket.last_ping < deadline:
                 stale.append(socket)
                 continue
-            socket.queue.put_nowait(eio_pkt)
+            if socket.direct is not None:
+                write_frame(socket.direct, frame)
+            else:
+                socket.queue.put_nowait(eio_pkt)
         for socket in stale:
             with contextlib.suppress(SocketIsClosedError):
                 await socket.send(eio_pkt)
@@ -181,7 +155,7 @@ def create_sio(settings: Settings) -> socketio.AsyncServer:
     else:
         manager = ResumeAwareManager()
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
-    return socketio.AsyncServer(
+    sio = socketio.AsyncServer(
         async_mode="aiohttp",
         client_manager=manager,
         cors_allowed_origins="*" if origins == ["*"] else origins,
@@ -196,3 +170,5 @@ def create_sio(settings: Settings) -> socketio.AsyncServer:
         # EventRegistry relies on the per-task context for its log bindings.
         async_handlers=True,
     )
+    install_fast_events(sio)
+    return sio

@@ -1,0 +1,248 @@
+"""Parlor's websocket transport under python-socketio: what engine.io does per packet, done directly.
+
+Measured on the bench (bench/README.md), python-socketio's layering, not Python, sets the floor: for
+each inbound event engine.io starts a reader task under `wait_for`, then a task for the message, then
+socket.io a task for the event; each outbound packet goes through a queue to a writer task per socket.
+A bare Socket.IO relay on aiohttp without those layers acks about 3x as many messages per second.
+
+So, for a socket on the websocket transport (connected directly, or upgraded from polling):
+- the read loop awaits aiohttp's `receive()` under a timeout (no task per packet); a JSON event to the
+  default namespace (`42[...]`) is parsed once and its handler runs in one task, which writes the ack
+  itself; every other packet (connect, disconnect, pong, binary, other namespaces, anything odd) takes
+  the library's own path, unchanged;
+- sends write the websocket frame synchronously (no queue, no writer task). Packets queued before the
+  socket went direct are written first, in order. Frames are written uncompressed (permessage-deflate
+  allows that per message) and without waiting for the client to drain: like the library's unbounded
+  queue, a slow client's data waits in memory until it reads it or its pings time out;
+- polling sockets keep the library's queue, with `_poll` below in place of its `wait_for`.
+
+Tied to the pinned python-socketio 5.18.1 / python-engineio 4.15.1 / aiohttp 3.14 (their internals);
+tests/realtime/test_transport.py and test_fan_out.py check the behaviour."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import socketio
+import structlog
+from aiohttp import ClientConnectionResetError, WSMsgType, web
+from engineio import packet as eio_packet
+from engineio.async_socket import AsyncSocket
+from engineio.exceptions import QueueEmpty, SocketIsClosedError, UnknownPacketError
+
+log = structlog.get_logger(__name__)
+
+_DIGITS = frozenset("0123456789")
+_MAX_ACK_ID_DIGITS = 15
+_tasks: set[asyncio.Task[Any]] = set()  # strong references to running event and close tasks
+
+
+def write_frame(sock: web.WebSocketResponse, payload: bytes, binary: bool = False) -> bool:
+    """Write one websocket message now, without awaiting. False when the socket is closing."""
+    writer = sock._writer
+    if writer is None or writer._closing:
+        return False
+    try:
+        writer._write_websocket_frame(payload, WSMsgType.BINARY if binary else WSMsgType.TEXT, 0)
+    except ClientConnectionResetError:
+        return False
+    return True
+
+
+def write_packet(sock: web.WebSocketResponse, encoded: str | bytes) -> bool:
+    """An encoded engine.io packet: text as a text message, bytes (binary attachments) as binary."""
+    if isinstance(encoded, str):
+        return write_frame(sock, encoded.encode())
+    return write_frame(sock, encoded, binary=True)
+
+
+async def _send(self: AsyncSocket, pkt: eio_packet.Packet) -> None:
+    """AsyncSocket.send: the library's checks, then a direct write for a websocket socket."""
+    if not await self.check_ping_timeout():
+        return
+    sock: web.WebSocketResponse | None = self.direct
+    if sock is None:
+        await self.queue.put(pkt)
+    else:
+        write_packet(sock, pkt.encode())
+
+
+async def _poll(self: AsyncSocket) -> list[eio_packet.Packet]:
+    """AsyncSocket.poll (polling sockets, and a websocket before it goes direct) without `wait_for`,
+    which wraps `queue.get()` in a new task on each wake. The library's behaviour otherwise: the same
+    timeout, QueueEmpty on timeout or cancel, [] once closed."""
+    queue = self.queue
+    if queue.empty():
+        try:
+            async with asyncio.timeout(self.server.ping_interval + self.server.ping_timeout):
+                first = await queue.get()
+        except (TimeoutError, asyncio.CancelledError):
+            raise QueueEmpty() from None
+    else:
+        first = queue.get_nowait()
+    queue.task_done()
+    if first is None:
+        return []
+    packets = [first]
+    while not queue.empty():
+        pkt = queue.get_nowait()
+        queue.task_done()
+        if pkt is None:
+            queue.put_nowait(None)  # the close marker stays for the next poll
+            break
+        packets.append(pkt)
+    return packets
+
+
+async def _upgrade_handshake(self: AsyncSocket, ws: Any) -> bool:
+    """The library's polling → websocket upgrade (probe ping/pong, then UPGRADE), unchanged."""
+    self.upgrading = True  # hold packet sends during the upgrade
+    try:
+        pkt = await _wait(self, ws)
+    except OSError:
+        return False
+    decoded = eio_packet.Packet(encoded_packet=pkt)
+    if decoded.packet_type != eio_packet.PING or decoded.data != "probe":
+        self.upgrading = False
+        return False
+    await ws.send(eio_packet.Packet(eio_packet.PONG, data="probe").encode())
+    await self.queue.put(eio_packet.Packet(eio_packet.NOOP))  # end the pending poll
+    try:
+        pkt = await _wait(self, ws)
+    except OSError:
+        self.upgrading = False
+        return False
+    if eio_packet.Packet(encoded_packet=pkt).packet_type != eio_packet.UPGRADE:
+        self.upgraded = False
+        self.upgrading = False
+        return False
+    self.upgraded = True
+    self.upgrading = False
+    return True
+
+
+async def _wait(self: AsyncSocket, ws: Any) -> Any:
+    data = await ws.wait()
+    if data and len(data) > self.server.max_http_buffer_size:
+        raise ValueError("packet is too large")
+    return data
+
+
+async def _websocket_handler(self: AsyncSocket, ws: Any) -> None:
+    """AsyncSocket._websocket_handler: one read loop, direct writes, fast JSON events (see above)."""
+    if self.connected:
+        if not await _upgrade_handshake(self, ws):
+            return
+    else:
+        self.connected = True
+        self.upgraded = True
+    sock: web.WebSocketResponse = ws._sock
+    # What was queued so far (the OPEN packet, a CONNECT answer, emits during the upgrade) goes first.
+    # No await between the last check and `direct`: nothing can be queued behind it.
+    queue = self.queue
+    while not queue.empty():
+        pkt = queue.get_nowait()
+        queue.task_done()
+        if pkt is not None:
+            write_packet(sock, pkt.encode())
+    self.direct = sock
+
+    server = self.server
+    fast = getattr(server, "fast_message", None)
+    timeout = server.ping_interval + server.ping_timeout
+    limit = server.max_http_buffer_size
+    try:
+        while True:
+            try:
+                msg = await sock.receive(timeout)
+            except (Exception, asyncio.CancelledError):  # timeout (no pong), reset, server shutdown
+                break
+            if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
+                data = msg.data
+            else:  # close, closing, closed, error
+                break
+            if len(data) > limit:
+                break
+            if fast is not None and type(data) is str and data.startswith("42") and fast(self, data):
+                continue
+            try:
+                await self.receive(eio_packet.Packet(encoded_packet=data))
+            except UnknownPacketError:
+                pass
+            except SocketIsClosedError:
+                break
+            except Exception:
+                log.exception("websocket receive error", sid=self.sid)
+    finally:
+        self.direct = None
+    # The disconnect handlers run in their own task: a server that cancels a request's task when its
+    # client goes away (aiohttp's handler_cancellation) must not cut them short halfway.
+    closing = asyncio.ensure_future(self.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE))
+    _tasks.add(closing)
+    closing.add_done_callback(_tasks.discard)
+    await sock.close()
+    await asyncio.shield(closing)
+
+
+def install_fast_events(sio: socketio.AsyncServer) -> None:
+    """Let the read loop hand JSON events to the default namespace straight to `sio`'s handlers."""
+    if not sio.async_handlers:
+        return  # the fast path runs each event in its own task, as async_handlers does
+    dumps = sio.packet_class.json.dumps
+    loads = sio.packet_class.json.loads
+    manager = sio.manager
+    binary_pending = sio._binary_packet
+
+    def fast_message(socket: AsyncSocket, text: str) -> bool:
+        """Start the event in `text` ("42<id>[name, ...args]"); False leaves it to the library."""
+        eio_sid = socket.sid
+        if eio_sid in binary_pending:
+            return False
+        end = len(text)
+        i = 2
+        while i < end and text[i] in _DIGITS:
+            i += 1
+        if i - 2 > _MAX_ACK_ID_DIGITS or i == end or text[i] != "[":
+            return False
+        try:
+            args = loads(text[i:])
+        except ValueError:
+            return False
+        if type(args) is not list or not args or type(args[0]) is not str:
+            return False
+        sid = manager.sid_from_eio_sid(eio_sid, "/")
+        if sid is None or not manager.is_connected(sid, "/"):
+            return False
+        ack_id = int(text[2:i]) if i > 2 else None
+        task = asyncio.ensure_future(run_event(socket, sid, args, ack_id))
+        _tasks.add(task)
+        task.add_done_callback(_tasks.discard)
+        return True
+
+    async def run_event(socket: AsyncSocket, sid: str, args: list[Any], ack_id: int | None) -> None:
+        event = args[0]
+        if event in sio.reserved_events:
+            # A client may not emit "connect" or "disconnect"; the library would call those handlers.
+            handler = sio.handlers.get("/", {}).get("*")
+            result = await handler(event, sid, *args[1:]) if handler is not None else sio.not_handled
+        else:
+            result = await sio._trigger_event(event, "/", sid, *args[1:])
+        if result is sio.not_handled or ack_id is None:
+            return
+        data = [] if result is None else list(result) if isinstance(result, tuple) else [result]
+        try:
+            frame = "3" + str(ack_id) + dumps(data, separators=(",", ":"))
+        except TypeError:  # bytes in the answer: a binary ack, the library's way
+            await sio._send_packet(socket.sid, sio.packet_class(socketio.packet.ACK, namespace="/", id=ack_id, data=data))
+            return
+        await socket.send(eio_packet.Packet(eio_packet.MESSAGE, frame))
+
+    sio.eio.fast_message = fast_message
+
+
+AsyncSocket.direct = None  # the aiohttp websocket once the socket writes directly
+AsyncSocket.send = _send  # type: ignore[method-assign]
+AsyncSocket.poll = _poll  # type: ignore[method-assign]
+AsyncSocket._websocket_handler = _websocket_handler  # type: ignore[method-assign]
+

@@ -19,7 +19,7 @@ from engineio import packet as eio_packet
 from engineio.exceptions import SocketIsClosedError
 from socketio import packet as sio_packet
 
-from realtime.transport import install_fast_events, write_frame
+from realtime.transport import build_frame, install_fast_events, write_frame
 from server.config import Settings
 
 log = structlog.get_logger(__name__)
@@ -63,7 +63,7 @@ class ResumeAwareManager(socketio.AsyncManager):
             await super().emit(event, data, namespace, room=room, skip_sid=skip_sid)
             return
         eio_pkt = eio_packet.Packet(eio_packet.MESSAGE, encoded)
-        frame = eio_pkt.encode().encode()
+        frame = build_frame(eio_pkt.encode().encode())
         skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
         sockets = self.server.eio.sockets
         deadline = time.time() - self.server.eio.ping_timeout

@@ -22,11 +22,12 @@ tests/realtime/test_transport.py and test_fan_out.py check the behaviour."""
 from __future__ import annotations
 
 import asyncio
+import struct
 from typing import Any
 
 import socketio
 import structlog
-from aiohttp import ClientConnectionResetError, WSMsgType, web
+from aiohttp import WSMsgType, web
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 from engineio.exceptions import QueueEmpty, SocketIsClosedError, UnknownPacketError
@@ -38,23 +39,70 @@ _MAX_ACK_ID_DIGITS = 15
 _tasks: set[asyncio.Task[Any]] = set()  # strong references to running event and close tasks
 
 
-def write_frame(sock: web.WebSocketResponse, payload: bytes, binary: bool = False) -> bool:
-    """Write one websocket message now, without awaiting. False when the socket is closing."""
+def build_frame(payload: bytes, binary: bool = False) -> bytes:
+    """A whole unmasked websocket message (server to client), built once for any number of sockets."""
+    first = 0x82 if binary else 0x81  # FIN + opcode
+    size = len(payload)
+    if size < 126:
+        return bytes((first, size)) + payload
+    if size < 65536:
+        return struct.pack("!BBH", first, 126, size) + payload
+    return struct.pack("!BBQ", first, 127, size) + payload
+
+
+class _Output:
+    """Frames written in one turn of the event loop leave in one write per socket, at the end of the
+    turn: the ack and the `message:new` of a send go out together, and a batch of 256 commits reaches
+    each socket of a room in one write, not 256."""
+
+    def __init__(self) -> None:
+        self.pending: dict[int, tuple[web.WebSocketResponse, list[bytes]]] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None  # the loop a flush is scheduled on
+
+    def write(self, sock: web.WebSocketResponse, frame: bytes) -> None:
+        entry = self.pending.get(id(sock))
+        if entry is not None:
+            entry[1].append(frame)
+            return
+        self.pending[id(sock)] = (sock, [frame])
+        loop = asyncio.get_running_loop()
+        if self.loop is not loop:
+            self.loop = loop
+            loop.call_soon(self.flush_all)
+
+    def flush_all(self) -> None:
+        self.loop = None
+        pending, self.pending = self.pending, {}
+        for sock, frames in pending.values():
+            _write_now(sock, frames)
+
+    def flush(self, sock: web.WebSocketResponse) -> None:
+        entry = self.pending.pop(id(sock), None)
+        if entry is not None:
+            _write_now(sock, entry[1])
+
+
+def _write_now(sock: web.WebSocketResponse, frames: list[bytes]) -> None:
     writer = sock._writer
-    if writer is None or writer._closing:
-        return False
-    try:
-        writer._write_websocket_frame(payload, WSMsgType.BINARY if binary else WSMsgType.TEXT, 0)
-    except ClientConnectionResetError:
-        return False
-    return True
+    if writer is None or writer._closing or writer.transport.is_closing():
+        return  # closing: what is left is not delivered, as with the library's writer
+    writer.transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
 
-def write_packet(sock: web.WebSocketResponse, encoded: str | bytes) -> bool:
+output = _Output()
+
+
+def write_frame(sock: web.WebSocketResponse, frame: bytes) -> None:
+    """Send a frame from build_frame() on this websocket (at the end of this turn of the loop)."""
+    output.write(sock, frame)
+
+
+def write_packet(sock: web.WebSocketResponse, encoded: str | bytes) -> None:
     """An encoded engine.io packet: text as a text message, bytes (binary attachments) as binary."""
     if isinstance(encoded, str):
-        return write_frame(sock, encoded.encode())
-    return write_frame(sock, encoded, binary=True)
+        output.write(sock, build_frame(encoded.encode()))
+    else:
+        output.write(sock, build_frame(encoded, binary=True))
 
 
 async def _send(self: AsyncSocket, pkt: eio_packet.Packet) -> None:
@@ -66,6 +114,23 @@ async def _send(self: AsyncSocket, pkt: eio_packet.Packet) -> None:
         await self.queue.put(pkt)
     else:
         write_packet(sock, pkt.encode())
+
+
+_library_close = AsyncSocket.close
+
+
+async def _close(self: AsyncSocket, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
+    """AsyncSocket.close, then, for a websocket closed from this side (a server disconnect, a ping
+    timeout), the websocket itself: what was written goes first, then the close frame. The read loop
+    has no timeout of its own; this is how it ends for a client that stopped answering."""
+    await _library_close(self, wait, abort, reason)
+    sock: web.WebSocketResponse | None = self.direct
+    if sock is not None and self.closed:
+        self.direct = None
+        output.flush(sock)
+        task = asyncio.ensure_future(sock.close())
+        _tasks.add(task)
+        task.add_done_callback(_tasks.discard)
 
 
 async def _poll(self: AsyncSocket) -> list[eio_packet.Packet]:
@@ -150,13 +215,12 @@ async def _websocket_handler(self: AsyncSocket, ws: Any) -> None:
 
     server = self.server
     fast = getattr(server, "fast_message", None)
-    timeout = server.ping_interval + server.ping_timeout
     limit = server.max_http_buffer_size
     try:
         while True:
             try:
-                msg = await sock.receive(timeout)
-            except (Exception, asyncio.CancelledError):  # timeout (no pong), reset, server shutdown
+                msg = await sock.receive()  # no timeout: _close ends a socket whose pings stopped
+            except (Exception, asyncio.CancelledError):  # reset, server shutdown
                 break
             if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
                 data = msg.data
@@ -181,6 +245,7 @@ async def _websocket_handler(self: AsyncSocket, ws: Any) -> None:
     closing = asyncio.ensure_future(self.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE))
     _tasks.add(closing)
     closing.add_done_callback(_tasks.discard)
+    output.flush(sock)
     await sock.close()
     await asyncio.shield(closing)
 
@@ -244,5 +309,6 @@ def install_fast_events(sio: socketio.AsyncServer) -> None:
 AsyncSocket.direct = None  # the aiohttp websocket once the socket writes directly
 AsyncSocket.send = _send  # type: ignore[method-assign]
 AsyncSocket.poll = _poll  # type: ignore[method-assign]
+AsyncSocket.close = _close  # type: ignore[method-assign]
 AsyncSocket._websocket_handler = _websocket_handler  # type: ignore[method-assign]
 

@@ -22,6 +22,7 @@ from storage.chat import ChatStore, MessageRow, NewUserMessage
 
 log = structlog.get_logger(__name__)
 MAX_BATCH = 256
+PIPELINE_DEPTH = 2  # batches in flight at once
 
 
 class Outcome(enum.Enum):
@@ -39,12 +40,14 @@ class _Pending:
 
 
 class MessageWriter:
-    def __init__(self, pool: asyncpg.Pool, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, max_batch: int = MAX_BATCH, depth: int = PIPELINE_DEPTH) -> None:
         self._pool = pool
         self._max_batch = max_batch
+        self._depth = depth
         self._store = ChatStore()
         self._queue: list[_Pending] = []
         self._writer: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
         self.batches = 0  # transactions so far (the tests read it)
 
     async def write(self, *, user_id: UUID, session_id: UUID, client_id: UUID, content: str) -> MessageRow | Outcome:
@@ -52,33 +55,56 @@ class MessageWriter:
         future: asyncio.Future[MessageRow | Outcome] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(user_id, session_id, client_id, content, future))
         if self._writer is None:
-            # One writer at a time: sends that arrive while a batch commits form the next batch.
+            # One task forms batches: sends that arrive while earlier batches commit form the next one.
             self._writer = asyncio.create_task(self._drain())
-        # A cancelled caller cancels only its own future: the batch runs in the writer task regardless.
+        # A cancelled caller cancels only its own future: the batch runs in its own task regardless.
         return await future
 
     async def _drain(self) -> None:
+        """Start batches in arrival order, up to `depth` at once. A batch starts only once the one before
+        it holds its sessions' row locks: where they share a session, the later batch's lock waits for
+        the earlier commit, so seqs follow arrival order. Meanwhile the earlier batch's insert and commit
+        overlap the later batch's set-up, so PostgreSQL and this process work at the same time."""
+        loop = asyncio.get_running_loop()
         try:
             while self._queue:
+                if len(self._inflight) >= self._depth:
+                    done, _ = await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
+                    self._inflight -= done
+                    continue
                 batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
                 self.batches += 1
-                try:
-                    outcomes = await self._commit(batch)
-                except asyncio.CancelledError:  # shutting down: nobody is left waiting forever
-                    _settle(batch + self._queue, [Outcome.SINGLE] * (len(batch) + len(self._queue)))
-                    self._queue = []
-                    raise
-                except Exception as err:  # noqa: BLE001 - every message then takes the single path
-                    log.info("batched send fell back to single sends", error=repr(err), size=len(batch))
-                    outcomes = [Outcome.SINGLE] * len(batch)
-                _settle(batch, outcomes)
+                locked: asyncio.Future[None] = loop.create_future()
+                task = asyncio.create_task(self._run(batch, locked))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+                await locked
+        except asyncio.CancelledError:  # shutting down: nobody is left waiting forever
+            _settle(self._queue, [Outcome.SINGLE] * len(self._queue))
+            self._queue = []
+            raise
         finally:
             self._writer = None
 
-    async def _commit(self, batch: list[_Pending]) -> list[MessageRow | Outcome]:
+    async def _run(self, batch: list[_Pending], locked: asyncio.Future[None]) -> None:
+        try:
+            outcomes = await self._commit(batch, locked)
+        except asyncio.CancelledError:
+            _settle(batch, [Outcome.SINGLE] * len(batch))
+            raise
+        except Exception as err:  # noqa: BLE001 - every message then takes the single path
+            log.info("batched send fell back to single sends", error=repr(err), size=len(batch))
+            outcomes = [Outcome.SINGLE] * len(batch)
+        finally:
+            if not locked.done():
+                locked.set_result(None)
+        _settle(batch, outcomes)
+
+    async def _commit(self, batch: list[_Pending], locked: asyncio.Future[None]) -> list[MessageRow | Outcome]:
         outcomes: list[MessageRow | Outcome] = [Outcome.NOT_INSERTED] * len(batch)
         async with self._pool.acquire() as conn, conn.transaction():
             sessions = await self._store.lock_sessions(conn, sorted({p.session_id for p in batch}))
+            locked.set_result(None)
             stored = await self._store.stored_client_ids(conn, [(p.session_id, p.client_id) for p in batch])
             last_seqs: dict[UUID, int] = {}
             rows: list[NewUserMessage] = []

@@ -23,7 +23,7 @@ PING_TIMEOUT = 20.0
 
 
 class Conn:
-    __slots__ = ("ws", "sid", "user_id", "rooms", "write")
+    __slots__ = ("rooms", "sid", "user_id", "ws")
 
     def __init__(self, ws: web.WebSocketResponse) -> None:
         self.ws = ws
@@ -156,7 +156,8 @@ class Relay:
                         i += 1
                     ack_id = text[2:i]
                     args = json.loads(text[i:])
-                    task = asyncio.ensure_future(self.run_event(conn, ack_id, args[0], args[1] if len(args) > 1 else None))
+                    data = args[1] if len(args) > 1 else None
+                    task = asyncio.ensure_future(self.run_event(conn, ack_id, args[0], data))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                 elif text == "3":

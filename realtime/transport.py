@@ -220,7 +220,7 @@ async def _websocket_handler(self: AsyncSocket, ws: Any) -> None:
         while True:
             try:
                 msg = await sock.receive()  # no timeout: _close ends a socket whose pings stopped
-            except (Exception, asyncio.CancelledError):  # reset, server shutdown
+            except (Exception, asyncio.CancelledError):  # noqa: BLE001 - reset, server shutdown: the socket ends
                 break
             if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
                 data = msg.data
@@ -299,7 +299,8 @@ def install_fast_events(sio: socketio.AsyncServer) -> None:
         try:
             frame = "3" + str(ack_id) + dumps(data, separators=(",", ":"))
         except TypeError:  # bytes in the answer: a binary ack, the library's way
-            await sio._send_packet(socket.sid, sio.packet_class(socketio.packet.ACK, namespace="/", id=ack_id, data=data))
+            ack = sio.packet_class(socketio.packet.ACK, namespace="/", id=ack_id, data=data)
+            await sio._send_packet(socket.sid, ack)
             return
         await socket.send(eio_packet.Packet(eio_packet.MESSAGE, frame))
 
@@ -311,4 +312,3 @@ AsyncSocket.send = _send  # type: ignore[method-assign]
 AsyncSocket.poll = _poll  # type: ignore[method-assign]
 AsyncSocket.close = _close  # type: ignore[method-assign]
 AsyncSocket._websocket_handler = _websocket_handler  # type: ignore[method-assign]
-

@@ -17,8 +17,9 @@ import socketio
 import structlog
 from engineio import packet as eio_packet
 from engineio.exceptions import SocketIsClosedError
-from socketio import packet as sio_packet
 
+from realtime import socket_json
+from realtime.socket_json import dumps_bytes
 from realtime.transport import build_frame, install_fast_events, write_frame
 from server.config import Settings
 
@@ -58,12 +59,14 @@ class ResumeAwareManager(socketio.AsyncManager):
         if namespace not in self.rooms:
             return
         args = list(data) if isinstance(data, tuple) else [] if data is None else [data]
-        encoded = self.server.packet_class(sio_packet.EVENT, namespace=namespace, data=[event, *args]).encode()
-        if isinstance(encoded, list):  # binary attachments: several packets, keep the library's path
+        try:
+            body = dumps_bytes([event, *args])
+        except TypeError:  # binary attachments: several packets, keep the library's path
             await super().emit(event, data, namespace, room=room, skip_sid=skip_sid)
             return
-        eio_pkt = eio_packet.Packet(eio_packet.MESSAGE, encoded)
-        frame = build_frame(eio_pkt.encode().encode())
+        prefix = b"42" if namespace == "/" else b"42" + namespace.encode() + b","
+        frame = build_frame(prefix + body)
+        eio_pkt = eio_packet.Packet(eio_packet.MESSAGE, (prefix + body)[1:].decode())
         skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
         sockets = self.server.eio.sockets
         deadline = time.time() - self.server.eio.ping_timeout
@@ -169,6 +172,7 @@ def create_sio(settings: Settings) -> socketio.AsyncServer:
         # Each event in its own task: a slow handler never holds up the socket's other events, and
         # EventRegistry relies on the per-task context for its log bindings.
         async_handlers=True,
+        json=socket_json,
     )
     install_fast_events(sio)
     return sio

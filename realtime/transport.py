@@ -32,6 +32,8 @@ from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 from engineio.exceptions import QueueEmpty, SocketIsClosedError, UnknownPacketError
 
+from realtime.socket_json import dumps_bytes
+
 log = structlog.get_logger(__name__)
 
 _DIGITS = frozenset("0123456789")
@@ -254,7 +256,6 @@ def install_fast_events(sio: socketio.AsyncServer) -> None:
     """Let the read loop hand JSON events to the default namespace straight to `sio`'s handlers."""
     if not sio.async_handlers:
         return  # the fast path runs each event in its own task, as async_handlers does
-    dumps = sio.packet_class.json.dumps
     loads = sio.packet_class.json.loads
     manager = sio.manager
     binary_pending = sio._binary_packet
@@ -297,12 +298,16 @@ def install_fast_events(sio: socketio.AsyncServer) -> None:
             return
         data = [] if result is None else list(result) if isinstance(result, tuple) else [result]
         try:
-            frame = "3" + str(ack_id) + dumps(data, separators=(",", ":"))
+            body = dumps_bytes(data)
         except TypeError:  # bytes in the answer: a binary ack, the library's way
             ack = sio.packet_class(socketio.packet.ACK, namespace="/", id=ack_id, data=data)
             await sio._send_packet(socket.sid, ack)
             return
-        await socket.send(eio_packet.Packet(eio_packet.MESSAGE, frame))
+        sock: web.WebSocketResponse | None = socket.direct
+        if sock is not None and not socket.closed:
+            write_frame(sock, build_frame(b"43" + str(ack_id).encode() + body))
+        else:
+            await socket.send(eio_packet.Packet(eio_packet.MESSAGE, "3" + str(ack_id) + body.decode()))
 
     sio.eio.fast_message = fast_message
 

@@ -1,12 +1,16 @@
-"""Group commit of user messages. Every send waiting at the same moment goes into one transaction: the
-sessions' rows are locked (in id order), stored client_ids are looked up, seqs are numbered and all the
-rows are inserted with one statement. Five round trips per batch instead of five per message, with the
-same guarantees as a send on its own: gap-free ordered seqs, one row per client_id, ack after commit.
+"""Group commit of user messages. Sends waiting at the same moment are stored by one statement
+(storage/chat.py GROUP_SEND): one round trip per batch instead of several per message, with the same
+guarantees as a send on its own: gap-free ordered seqs, one row per client_id, ack after commit.
+
+Up to `depth` batches are in flight at once, and batches in flight never share a session: a message
+whose session is in a running batch waits for the next one. So seqs follow arrival order within a
+session, a retried client_id never meets its first try in two batches at once, and PostgreSQL stores
+one batch while this process answers the one before.
 
 What the batch does not do is left to ChatService's single send, which it reports back as `SINGLE`:
 messages to a persona (they are charged, with their own rollback when the quota is spent) and any
-batch that failed (a concurrent duplicate from another process, a deadlock, a lost connection: the
-single send handles each of those already)."""
+batch that failed (a concurrent duplicate from another process, a lost connection: the single send
+handles each of those already)."""
 
 from __future__ import annotations
 
@@ -22,7 +26,10 @@ from storage.chat import ChatStore, MessageRow, NewUserMessage
 
 log = structlog.get_logger(__name__)
 MAX_BATCH = 256
-PIPELINE_DEPTH = 2  # batches in flight at once
+PIPELINE_DEPTH = 3  # batches in flight at once
+# While a batch runs, another starts only with this many messages waiting; fewer wait for a batch to
+# finish, so a steady stream of sends still forms large batches.
+MIN_OVERLAPPING_BATCH = 32
 
 
 class Outcome(enum.Enum):
@@ -40,45 +47,50 @@ class _Pending:
 
 
 class MessageWriter:
-    def __init__(self, pool: asyncpg.Pool, *, max_batch: int = MAX_BATCH, depth: int = PIPELINE_DEPTH) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        max_batch: int = MAX_BATCH,
+        depth: int = PIPELINE_DEPTH,
+        min_overlapping: int = MIN_OVERLAPPING_BATCH,
+    ) -> None:
         self._pool = pool
         self._max_batch = max_batch
         self._depth = depth
+        self._min_overlapping = min_overlapping
         self._store = ChatStore()
         self._queue: list[_Pending] = []
         self._writer: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
-        self.batches = 0  # transactions so far (the tests read it)
+        self._busy: set[UUID] = set()  # sessions of the batches in flight
+        self.batches = 0  # statements so far (the tests read it)
 
     async def write(self, *, user_id: UUID, session_id: UUID, client_id: UUID, content: str) -> MessageRow | Outcome:
         """The committed message, or what to do instead. Waits for the batch it joins to commit."""
         future: asyncio.Future[MessageRow | Outcome] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(user_id, session_id, client_id, content, future))
         if self._writer is None:
-            # One task forms batches: sends that arrive while earlier batches commit form the next one.
+            # One task forms batches: sends that arrive while batches run form the next ones.
             self._writer = asyncio.create_task(self._drain())
         # A cancelled caller cancels only its own future: the batch runs in its own task regardless.
         return await future
 
     async def _drain(self) -> None:
-        """Start batches in arrival order, up to `depth` at once. A batch starts only once the one before
-        it holds its sessions' row locks: where they share a session, the later batch's lock waits for
-        the earlier commit, so seqs follow arrival order. Meanwhile the earlier batch's insert and commit
-        overlap the later batch's set-up, so PostgreSQL and this process work at the same time."""
-        loop = asyncio.get_running_loop()
         try:
             while self._queue:
-                if len(self._inflight) >= self._depth:
+                batch = self._take() if self._may_start() else []
+                if not batch:  # at the depth limit, too few waiting, or all their sessions busy
                     done, _ = await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
                     self._inflight -= done
                     continue
-                batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
                 self.batches += 1
-                locked: asyncio.Future[None] = loop.create_future()
-                task = asyncio.create_task(self._run(batch, locked))
+                sessions = {p.session_id for p in batch}
+                self._busy |= sessions
+                task = asyncio.create_task(self._run(batch, sessions))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
-                await locked
+                await asyncio.sleep(0)  # let the batch send its statement before the next one forms
         except asyncio.CancelledError:  # shutting down: nobody is left waiting forever
             _settle(self._queue, [Outcome.SINGLE] * len(self._queue))
             self._queue = []
@@ -86,9 +98,26 @@ class MessageWriter:
         finally:
             self._writer = None
 
-    async def _run(self, batch: list[_Pending], locked: asyncio.Future[None]) -> None:
+    def _may_start(self) -> bool:
+        if not self._inflight:
+            return True
+        return len(self._inflight) < self._depth and len(self._queue) >= self._min_overlapping
+
+    def _take(self) -> list[_Pending]:
+        """The oldest waiting sends whose sessions are not in a running batch, in arrival order."""
+        batch: list[_Pending] = []
+        rest: list[_Pending] = []
+        for p in self._queue:
+            if len(batch) < self._max_batch and p.session_id not in self._busy:
+                batch.append(p)
+            else:
+                rest.append(p)
+        self._queue = rest
+        return batch
+
+    async def _run(self, batch: list[_Pending], sessions: set[UUID]) -> None:
         try:
-            outcomes = await self._commit(batch, locked)
+            outcomes = await self._commit(batch)
         except asyncio.CancelledError:
             _settle(batch, [Outcome.SINGLE] * len(batch))
             raise
@@ -96,35 +125,23 @@ class MessageWriter:
             log.info("batched send fell back to single sends", error=repr(err), size=len(batch))
             outcomes = [Outcome.SINGLE] * len(batch)
         finally:
-            if not locked.done():
-                locked.set_result(None)
+            self._busy -= sessions
         _settle(batch, outcomes)
 
-    async def _commit(self, batch: list[_Pending], locked: asyncio.Future[None]) -> list[MessageRow | Outcome]:
+    async def _commit(self, batch: list[_Pending]) -> list[MessageRow | Outcome]:
+        rows = [NewUserMessage(p.session_id, p.user_id, p.client_id, p.content) for p in batch]
+        async with self._pool.acquire() as conn:
+            stored, persona = await self._store.group_send(conn, rows)
         outcomes: list[MessageRow | Outcome] = [Outcome.NOT_INSERTED] * len(batch)
-        async with self._pool.acquire() as conn, conn.transaction():
-            sessions = await self._store.lock_sessions(conn, sorted({p.session_id for p in batch}))
-            locked.set_result(None)
-            stored = await self._store.stored_client_ids(conn, [(p.session_id, p.client_id) for p in batch])
-            last_seqs: dict[UUID, int] = {}
-            rows: list[NewUserMessage] = []
-            slot: dict[tuple[UUID, UUID], int] = {}  # (session, client_id) -> index in batch
-            for i, p in enumerate(batch):
-                session = sessions.get(p.session_id)
-                key = (p.session_id, p.client_id)
-                if session is None or session.user_id != p.user_id or key in stored or key in slot:
-                    continue  # NOT_INSERTED: the caller looks up the stored one, or answers not found
-                if session.persona_id is not None:
-                    outcomes[i] = Outcome.SINGLE
-                    continue
-                seq = last_seqs.get(p.session_id, session.last_seq) + 1
-                last_seqs[p.session_id] = seq
-                slot[key] = i
-                rows.append(NewUserMessage(p.session_id, seq, p.content, p.client_id))
-            if rows:
-                for message in await self._store.insert_user_messages(conn, last_seqs=last_seqs, rows=rows):
-                    assert message.client_id is not None
-                    outcomes[slot[(message.session_id, message.client_id)]] = message
+        first: dict[tuple[UUID, UUID], int] = {}
+        for i, p in enumerate(batch):
+            key = (p.session_id, p.client_id)
+            first.setdefault(key, i)
+            if key in persona:
+                outcomes[i] = Outcome.SINGLE
+        for message in stored:
+            assert message.client_id is not None
+            outcomes[first[(message.session_id, message.client_id)]] = message
         return outcomes
 
 

@@ -49,27 +49,45 @@ INSERT INTO messages (session_id, seq, role, content, status, client_id, attachm
 SELECT $1, slot.last_seq, 'user', $4, 'complete', $3, $5 FROM slot
 RETURNING {_MESSAGE_COLUMNS}, (SELECT persona_id FROM slot) AS persona_id
 """
-# Group commit of plain sends (services/message_writer.py). First the sessions' rows, locked in id
-# order (so two batches never deadlock), then, in a later statement whose snapshot sees everything
-# committed before those locks were granted, which client_ids are already stored.
-LOCK_SESSIONS = """
-SELECT id, user_id, persona_id, last_seq FROM chat_sessions WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
-"""
-STORED_CLIENT_IDS = """
-SELECT m.session_id, m.client_id FROM messages m
-JOIN unnest($1::uuid[], $2::uuid[]) AS r(session_id, client_id)
-  ON m.session_id = r.session_id AND m.client_id = r.client_id
-"""
-# Seqs were numbered under those locks: move each session's last_seq and insert the batch at once.
-INSERT_USER_MESSAGES = f"""
-WITH bumped AS (
-    UPDATE chat_sessions s SET last_seq = v.last_seq, updated_at = now()
-    FROM unnest($1::uuid[], $2::bigint[]) AS v(id, last_seq) WHERE s.id = v.id
+# Group commit of plain sends (services/message_writer.py), one statement per batch ($1..$4: the
+# batch's session, user, client_id and content, in arrival order). The sessions' rows are locked in id
+# order (two batches, or a batch and a single send, never deadlock) and read after the lock, so
+# last_seq is current. A message is stored when its session is the user's and has no persona and its
+# client_id is not stored yet (the first of the batch wins); seqs follow arrival order. A client_id
+# committed by another process while this one waited for a lock slips past NOT EXISTS (the snapshot
+# predates the lock) and hits the unique index: the whole statement fails and the writer falls back.
+# Rows come back for the stored messages and, flagged `persona`, for messages to persona sessions.
+GROUP_SEND = f"""
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[]) WITH ORDINALITY
+        AS r(session_id, user_id, client_id, content, ord)
+),
+locked AS MATERIALIZED (
+    SELECT id, user_id, persona_id, last_seq FROM chat_sessions
+    WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
+),
+fresh AS MATERIALIZED (
+    SELECT i.session_id, i.client_id, i.content,
+           l.last_seq + row_number() OVER (PARTITION BY i.session_id ORDER BY i.ord) AS seq
+    FROM (SELECT DISTINCT ON (session_id, client_id) * FROM input ORDER BY session_id, client_id, ord) i
+    JOIN locked l ON l.id = i.session_id AND l.user_id = i.user_id AND l.persona_id IS NULL
+    WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.session_id = i.session_id AND m.client_id = i.client_id)
+),
+bumped AS (
+    UPDATE chat_sessions s SET last_seq = f.last_seq, updated_at = now()
+    FROM (SELECT session_id, max(seq) AS last_seq FROM fresh GROUP BY session_id) f
+    WHERE s.id = f.session_id
+),
+inserted AS (
+    INSERT INTO messages (session_id, seq, role, content, status, client_id, attachments)
+    SELECT session_id, seq, 'user', content, 'complete', client_id, '[]'::jsonb FROM fresh
+    RETURNING {_MESSAGE_COLUMNS}
 )
-INSERT INTO messages (session_id, seq, role, content, status, client_id, attachments)
-SELECT r.session_id, r.seq, 'user', r.content, 'complete', r.client_id, '[]'::jsonb
-FROM unnest($3::uuid[], $4::bigint[], $5::text[], $6::uuid[]) AS r(session_id, seq, content, client_id)
-RETURNING {_MESSAGE_COLUMNS}
+SELECT false AS persona, {_MESSAGE_COLUMNS} FROM inserted
+UNION ALL
+SELECT DISTINCT true, NULL::uuid, i.session_id, NULL::bigint, NULL, NULL, NULL, i.client_id, NULL::uuid,
+       NULL::jsonb, NULL::jsonb, NULL::timestamptz
+FROM input i JOIN locked l ON l.id = i.session_id AND l.user_id = i.user_id AND l.persona_id IS NOT NULL
 """
 MESSAGE_BY_CLIENT_ID = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND client_id = $2"
 INSERT_MESSAGE = f"""
@@ -155,18 +173,11 @@ class MessageRow:
 
 
 @dataclass(frozen=True)
-class LockedSession:
-    user_id: UUID
-    persona_id: UUID | None
-    last_seq: int
-
-
-@dataclass(frozen=True)
 class NewUserMessage:
     session_id: UUID
-    seq: int
-    content: str
+    user_id: UUID
     client_id: UUID
+    content: str
 
 
 def _session(record: asyncpg.Record | None) -> SessionRow | None:
@@ -226,32 +237,27 @@ class ChatStore:
         persona_id = fields.pop("persona_id")
         return MessageRow(**fields), persona_id
 
-    async def lock_sessions(self, conn: asyncpg.Connection, session_ids: list[UUID]) -> dict[UUID, LockedSession]:
-        """The sessions' rows, locked until commit (in id order)."""
-        rows = await conn.fetch(LOCK_SESSIONS, session_ids)
-        return {r["id"]: LockedSession(r["user_id"], r["persona_id"], r["last_seq"]) for r in rows}
-
-    async def stored_client_ids(
-        self, conn: asyncpg.Connection, pairs: list[tuple[UUID, UUID]]
-    ) -> set[tuple[UUID, UUID]]:
-        """Which of these (session_id, client_id) pairs are already stored."""
-        rows = await conn.fetch(STORED_CLIENT_IDS, [p[0] for p in pairs], [p[1] for p in pairs])
-        return {(r["session_id"], r["client_id"]) for r in rows}
-
-    async def insert_user_messages(
-        self, conn: asyncpg.Connection, *, last_seqs: dict[UUID, int], rows: list[NewUserMessage]
-    ) -> list[MessageRow]:
-        """Insert numbered user messages and move each session's last_seq (rows locked by the caller)."""
+    async def group_send(
+        self, conn: asyncpg.Connection, rows: list[NewUserMessage]
+    ) -> tuple[list[MessageRow], set[tuple[UUID, UUID]]]:
+        """Store a batch of plain user messages (GROUP_SEND): the stored messages, and the (session_id,
+        client_id) pairs that went to a persona session instead (not stored)."""
         records = await conn.fetch(
-            INSERT_USER_MESSAGES,
-            list(last_seqs),
-            list(last_seqs.values()),
+            GROUP_SEND,
             [r.session_id for r in rows],
-            [r.seq for r in rows],
-            [r.content for r in rows],
+            [r.user_id for r in rows],
             [r.client_id for r in rows],
+            [r.content for r in rows],
         )
-        return [MessageRow(**dict(r)) for r in records]
+        stored: list[MessageRow] = []
+        persona: set[tuple[UUID, UUID]] = set()
+        for record in records:
+            fields = dict(record)
+            if fields.pop("persona"):
+                persona.add((fields["session_id"], fields["client_id"]))
+            else:
+                stored.append(MessageRow(**fields))
+        return stored, persona
 
     async def message_by_client_id(
         self, conn: asyncpg.Connection, *, session_id: UUID, client_id: UUID

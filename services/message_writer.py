@@ -26,7 +26,7 @@ from storage.chat import ChatStore, MessageRow, NewUserMessage
 
 log = structlog.get_logger(__name__)
 MAX_BATCH = 256
-PIPELINE_DEPTH = 3  # batches in flight at once
+PIPELINE_DEPTH = 6  # batches in flight at once
 # While a batch runs, another starts only with this many messages waiting; fewer wait for a batch to
 # finish, so a steady stream of sends still forms large batches.
 MIN_OVERLAPPING_BATCH = 32

@@ -56,8 +56,9 @@ RETURNING {_MESSAGE_COLUMNS}, (SELECT persona_id FROM slot) AS persona_id
 # client_id is not stored yet (the first of the batch wins); seqs follow arrival order. A client_id
 # committed by another process while this one waited for a lock slips past NOT EXISTS (the snapshot
 # predates the lock) and hits the unique index: the whole statement fails and the writer falls back.
-# Rows come back for the stored messages and, flagged `persona`, for messages to persona sessions.
-GROUP_SEND = f"""
+# Rows come back for the stored messages (only the columns the database chose: the rest is what was
+# sent) and, flagged `persona`, for messages to persona sessions.
+GROUP_SEND = """
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[]) WITH ORDINALITY
         AS r(session_id, user_id, client_id, content, ord)
@@ -81,12 +82,11 @@ bumped AS (
 inserted AS (
     INSERT INTO messages (session_id, seq, role, content, status, client_id, attachments)
     SELECT session_id, seq, 'user', content, 'complete', client_id, '[]'::jsonb FROM fresh
-    RETURNING {_MESSAGE_COLUMNS}
+    RETURNING id, session_id, seq, client_id, created_at
 )
-SELECT false AS persona, {_MESSAGE_COLUMNS} FROM inserted
+SELECT false AS persona, id, session_id, seq, client_id, created_at FROM inserted
 UNION ALL
-SELECT DISTINCT true, NULL::uuid, i.session_id, NULL::bigint, NULL, NULL, NULL, i.client_id, NULL::uuid,
-       NULL::jsonb, NULL::jsonb, NULL::timestamptz
+SELECT DISTINCT true, NULL::uuid, i.session_id, NULL::bigint, i.client_id, NULL::timestamptz
 FROM input i JOIN locked l ON l.id = i.session_id AND l.user_id = i.user_id AND l.persona_id IS NOT NULL
 """
 MESSAGE_BY_CLIENT_ID = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND client_id = $2"
@@ -249,14 +249,31 @@ class ChatStore:
             [r.client_id for r in rows],
             [r.content for r in rows],
         )
+        content: dict[tuple[UUID, UUID], str] = {}
+        for r in rows:
+            content.setdefault((r.session_id, r.client_id), r.content)  # the first of a batch is stored
         stored: list[MessageRow] = []
         persona: set[tuple[UUID, UUID]] = set()
         for record in records:
-            fields = dict(record)
-            if fields.pop("persona"):
-                persona.add((fields["session_id"], fields["client_id"]))
-            else:
-                stored.append(MessageRow(**fields))
+            key = (record["session_id"], record["client_id"])
+            if record["persona"]:
+                persona.add(key)
+                continue
+            stored.append(
+                MessageRow(
+                    id=record["id"],
+                    session_id=key[0],
+                    seq=record["seq"],
+                    role="user",
+                    content=content[key],
+                    status="complete",
+                    client_id=key[1],
+                    reply_to=None,
+                    usage=None,
+                    attachments=[],
+                    created_at=record["created_at"],
+                )
+            )
         return stored, persona
 
     async def message_by_client_id(

@@ -29,7 +29,7 @@ MAX_BATCH = 256
 PIPELINE_DEPTH = 6  # batches in flight at once
 # While a batch runs, another starts only with this many messages waiting; fewer wait for a batch to
 # finish, so a steady stream of sends still forms large batches.
-MIN_OVERLAPPING_BATCH = 32
+MIN_OVERLAPPING_BATCH = 8
 
 
 class Outcome(enum.Enum):

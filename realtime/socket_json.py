@@ -2,9 +2,10 @@
 path: every inbound event, every ack, every fan-out) behind the `dumps`/`loads` pair python-socketio
 expects (`AsyncServer(json=...)`).
 
-Where orjson refuses what the standard library accepts (integers beyond 64 bits, NaN), the standard
-library answers, so a client sees the same validation errors as before rather than a dropped packet.
-Output is compact UTF-8 (no \\u escapes for non-ASCII text): the same JSON to any parser."""
+Where orjson refuses what the standard library accepts (NaN, Infinity; integers beyond 64 bits when
+writing), the standard library answers, so a client sees the same validation errors as before rather
+than a dropped packet. Reading, orjson turns an integer beyond 64 bits into a float. Output is compact
+UTF-8 (no \\u escapes for non-ASCII text): the same JSON to any parser."""
 
 from __future__ import annotations
 

@@ -9,6 +9,14 @@ Results = dict[str, dict[str, dict[str, Any]]]
 Getter = Callable[[dict[str, Any]], float | None]
 
 TARGETS = ("parlor", "py-relay", "node-relay")
+HEADLINE = {
+    "idle": "kib_per_socket",
+    "fanout": "deliveries_per_s",
+    "durable": "acks_per_s",
+    "storm": "seconds_until_all_current",
+    "fanout2": "deliveries_per_s",
+    "durable2": "acks_per_s",
+}
 
 
 def _get(*path: str) -> Getter:
@@ -189,6 +197,15 @@ def build(results: Results, targets: list[str], sizes: Any) -> str:
     # Anything that went wrong or was not clean goes under the table, not into a silent figure.
     for key, per_target in results.items():
         for target, result in per_target.items():
+            field = HEADLINE.get(key)
+            if target not in TARGETS and field and result.get(field) is not None:
+                # A diagnostic target (--targets lean) has no column: its headline figure goes here.
+                parlor = (per_target.get("parlor") or {}).get(field)
+                ratio = _ratio(parlor, result[field]) if parlor is not None else None
+                t.notes.append(
+                    f"{key} / {target} (diagnostic): {field} = {result[field]:,.1f}"
+                    + ("" if ratio is None else f", Parlor/{target} = {ratio:.2f}")
+                )
             if result.get("rounds"):
                 figures = " · ".join("failed" if v is None else f"{v:,.1f}" for v in result["rounds"])
                 t.notes.append(f"{key} / {target}: {result['rounds_field']} by round: {figures}")

@@ -210,8 +210,15 @@ class NodeRelay(Target):
 
 
 class LeanRelay(Target):
+    """Diagnostic only (`--targets lean`): the ceiling of Python on aiohttp, one process (no Redis)."""
+
     name = "lean-relay"
     label = "lean Python relay (Socket.IO on aiohttp, no python-socketio)"
+
+    async def start(self, nodes: int = 1, *, redis: bool = False) -> list[Proc]:
+        if nodes > 1:
+            raise NotImplementedError("the lean relay runs as one process only")
+        return await super().start(nodes, redis=redis)
 
     async def _spawn(self, name: str, env: dict[str, str]) -> Proc:
         env["PYTHONPATH"] = str(REPO)

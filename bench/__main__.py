@@ -40,7 +40,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="1,2,3,4,5",
         help="comma-separated numbers or names: 1 idle, 2 fanout, 3 durable, 4 storm, 5 scale (default: all)",
     )
-    p.add_argument("--targets", default="parlor,py,node", help="comma-separated: parlor, py, node (default: all three); lean adds the diagnostic lean relay")
+    p.add_argument(
+        "--targets",
+        default="parlor,py,node",
+        help="comma-separated: parlor, py, node (default: all three); lean adds the diagnostic lean relay",
+    )
     p.add_argument(
         "--client",
         choices=("lite", "official"),

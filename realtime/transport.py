@@ -6,14 +6,16 @@ socket.io a task for the event; each outbound packet goes through a queue to a w
 A bare Socket.IO relay on aiohttp without those layers acks about 3x as many messages per second.
 
 So, for a socket on the websocket transport (connected directly, or upgraded from polling):
-- the read loop awaits aiohttp's `receive()` under a timeout (no task per packet); a JSON event to the
+- the read loop awaits aiohttp's `receive()` (no task per packet, and no timeout: a socket closed on
+  the server side, by a ping timeout for one, closes its websocket); a JSON event to the
   default namespace (`42[...]`) is parsed once and its handler runs in one task, which writes the ack
   itself; every other packet (connect, disconnect, pong, binary, other namespaces, anything odd) takes
   the library's own path, unchanged;
-- sends write the websocket frame synchronously (no queue, no writer task). Packets queued before the
-  socket went direct are written first, in order. Frames are written uncompressed (permessage-deflate
-  allows that per message) and without waiting for the client to drain: like the library's unbounded
-  queue, a slow client's data waits in memory until it reads it or its pings time out;
+- sends write the websocket frame synchronously (no queue, no writer task), every frame of one turn
+  of the event loop in one write per socket. Packets queued before the socket went direct are written
+  first, in order. Frames are written uncompressed (permessage-deflate allows that per message) and
+  without waiting for the client to drain; a client that falls MAX_BUFFERED_BYTES behind is dropped
+  (the library's queue had no bound);
 - polling sockets keep the library's queue, with `_poll` below in place of its `wait_for`.
 
 Tied to the pinned python-socketio 5.18.1 / python-engineio 4.15.1 / aiohttp 3.14 (their internals);
@@ -36,6 +38,10 @@ from realtime.socket_json import dumps_bytes
 
 log = structlog.get_logger(__name__)
 
+# Bytes written to a websocket that its client has not read yet, past which it is dropped. Far above
+# any one answer (a `sync` page of 500 long messages is a few megabytes), far below what a server can
+# hold for thousands of sockets.
+MAX_BUFFERED_BYTES = 32 * 1024 * 1024
 _DIGITS = frozenset("0123456789")
 _MAX_ACK_ID_DIGITS = 15
 _tasks: set[asyncio.Task[Any]] = set()  # strong references to running event and close tasks
@@ -88,7 +94,13 @@ def _write_now(sock: web.WebSocketResponse, frames: list[bytes]) -> None:
     writer = sock._writer
     if writer is None or writer._closing or writer.transport.is_closing():
         return  # closing: what is left is not delivered, as with the library's writer
-    writer.transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+    transport = writer.transport
+    transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+    if transport.get_write_buffer_size() > MAX_BUFFERED_BYTES:
+        # The client reads far slower than it is sent to (or not at all): drop the connection rather
+        # than hold ever more of its frames. Its read loop ends and the disconnect runs as usual.
+        log.warning("websocket client not reading; connection dropped", buffered=transport.get_write_buffer_size())
+        transport.abort()
 
 
 output = _Output()

@@ -16,6 +16,7 @@ import socketio
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
 
+from realtime import transport
 from realtime.server import create_sio
 from server.config import Settings
 from tests.helpers import server_url, wait_until
@@ -46,6 +47,11 @@ async def bare(aiohttp_client: Any, settings: Settings) -> AsyncIterator[tuple[T
         for i in range(count):
             await sio.emit("tick", i, to=sid)
         return "done"
+
+    @sio.on("flood")
+    async def flood(sid: str, count: int) -> None:
+        for _ in range(count):
+            await sio.emit("blob", "x" * 100_000, to=sid)
 
     @sio.on("kick")
     async def kick(sid: str, data: Any = None) -> None:
@@ -183,3 +189,14 @@ async def test_a_client_that_stops_answering_pings_is_closed_and_one_that_answer
     finally:
         answering.cancel()
         await polite.close()
+
+
+async def test_a_client_that_does_not_read_is_dropped_once_far_behind(
+    bare: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, sio = bare
+    monkeypatch.setattr(transport, "MAX_BUFFERED_BYTES", 1_000_000)
+    ws = await open_raw(client)
+    await ws.send_str('42["flood",300]')  # 30 MB, and this client reads none of it
+    await wait_until(lambda: not sio.eio.sockets)
+    await ws.close()

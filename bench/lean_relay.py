@@ -16,7 +16,7 @@ from typing import Any
 import uvloop
 from aiohttp import WSMsgType, web
 
-from bench.py_relay import SYNC_PAGE, Session, _invalid, _now, _ok
+from bench.py_relay import SYNC_PAGE, Session, _invalid, _ok, send_error
 
 PING_INTERVAL = 25.0
 PING_TIMEOUT = 20.0
@@ -66,31 +66,13 @@ class Relay:
 
     async def handle(self, conn: Conn, event: str, data: Any) -> dict[str, Any]:
         if event == "message:send":
-            if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in ("session_id", "client_id")):
-                return _invalid("session_id, client_id: required")
-            content = data.get("content")
-            if not isinstance(content, str) or not content.strip():
-                return _invalid("content: required")
+            error = send_error(data)
+            if error is not None:
+                return error
             s = self.session(data["session_id"])
-            existing = s.by_client.get(data["client_id"])
-            if existing is not None:
-                return _ok(message=existing, duplicate=True)
-            s.last_seq += 1
-            message = {
-                "id": str(uuid.uuid4()),
-                "session_id": s.id,
-                "seq": s.last_seq,
-                "role": "user",
-                "content": content,
-                "status": "complete",
-                "client_id": data["client_id"],
-                "reply_to": None,
-                "usage": None,
-                "attachments": [],
-                "created_at": _now(),
-            }
-            s.messages.append(message)
-            s.by_client[data["client_id"]] = message
+            message, duplicate = s.store(data["client_id"], data["content"])
+            if duplicate:
+                return _ok(message=message, duplicate=True)
             await self.emit("message:new", {"message": message}, [f"user:{conn.user_id}", f"chat:{s.id}"])
             return _ok(message=message, duplicate=False)
         if not isinstance(data, dict) or not isinstance(data.get("session_id"), str):

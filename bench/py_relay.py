@@ -34,6 +34,29 @@ class Session:
     by_client: dict[str, dict[str, Any]] = field(default_factory=dict)
     created_at: str = field(default_factory=_now)
 
+    def store(self, client_id: str, content: str) -> tuple[dict[str, Any], bool]:
+        """(message, duplicate): the stored message of this client_id, or a new one numbered next."""
+        existing = self.by_client.get(client_id)
+        if existing is not None:
+            return existing, True
+        self.last_seq += 1
+        message = {
+            "id": str(uuid.uuid4()),
+            "session_id": self.id,
+            "seq": self.last_seq,
+            "role": "user",
+            "content": content,
+            "status": "complete",
+            "client_id": client_id,
+            "reply_to": None,
+            "usage": None,
+            "attachments": [],
+            "created_at": _now(),
+        }
+        self.messages.append(message)
+        self.by_client[client_id] = message
+        return message, False
+
     def public(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -52,6 +75,16 @@ def _ok(**fields: Any) -> dict[str, Any]:
 
 def _invalid(message: str) -> dict[str, Any]:
     return {"ok": False, "error": {"code": "invalid", "message": message}}
+
+
+def send_error(data: Any) -> dict[str, Any] | None:
+    """The error ack for a malformed `message:send` payload, or None."""
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in ("session_id", "client_id")):
+        return _invalid("session_id, client_id: required")
+    content = data.get("content")
+    if not isinstance(content, str) or not content.strip():
+        return _invalid("content: required")
+    return None
 
 
 def create_sio(redis_url: str | None, prefix: str) -> socketio.AsyncServer:
@@ -109,32 +142,14 @@ def create_sio(redis_url: str | None, prefix: str) -> socketio.AsyncServer:
 
     @sio.on("message:send")
     async def send(sid: str, data: Any = None) -> dict[str, Any]:
-        if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in ("session_id", "client_id")):
-            return _invalid("session_id, client_id: required")
-        content = data.get("content")
-        if not isinstance(content, str) or not content.strip():
-            return _invalid("content: required")
+        error = send_error(data)
+        if error is not None:
+            return error
         user_id = (await sio.get_session(sid))["user_id"]
         s = session(data["session_id"])
-        existing = s.by_client.get(data["client_id"])
-        if existing is not None:
-            return _ok(message=existing, duplicate=True)
-        s.last_seq += 1
-        message = {
-            "id": str(uuid.uuid4()),
-            "session_id": s.id,
-            "seq": s.last_seq,
-            "role": "user",
-            "content": content,
-            "status": "complete",
-            "client_id": data["client_id"],
-            "reply_to": None,
-            "usage": None,
-            "attachments": [],
-            "created_at": _now(),
-        }
-        s.messages.append(message)
-        s.by_client[data["client_id"]] = message
+        message, duplicate = s.store(data["client_id"], data["content"])
+        if duplicate:
+            return _ok(message=message, duplicate=True)
         # Once to each socket of the user and each socket in the chat room, as Parlor does.
         await sio.emit("message:new", {"message": message}, room=[f"user:{user_id}", f"chat:{s.id}"])
         return _ok(message=message, duplicate=False)

@@ -168,7 +168,7 @@ async def test_a_server_disconnect_ends_the_namespace_and_later_events_are_ignor
 async def test_a_client_that_stops_answering_pings_is_closed_and_one_that_answers_stays(bare: Any) -> None:
     client, sio = bare
     sio.eio.ping_interval = 0.2
-    sio.eio.ping_timeout = 0.3
+    sio.eio.ping_timeout = 1.0  # generous: the answering client must not miss it on a busy machine
     silent = await open_raw(client)
     polite = await open_raw(client)
 
@@ -180,11 +180,11 @@ async def test_a_client_that_stops_answering_pings_is_closed_and_one_that_answer
     answering = asyncio.ensure_future(answer_pings())
     try:
         # The silent one never sends "3": the server closes its websocket within a few ping cycles.
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(20):
             while (await silent.receive()).type is WSMsgType.TEXT:
                 pass
         await wait_until(lambda: len(sio.eio.sockets) == 1)
-        await asyncio.sleep(1.0)  # several ping cycles later, the answering one is still there
+        await asyncio.sleep(2.5)  # more than two ping timeouts later, the answering one is still there
         assert len(sio.eio.sockets) == 1 and not polite.closed
     finally:
         answering.cancel()

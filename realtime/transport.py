@@ -13,8 +13,8 @@ So, for a socket on the websocket transport (connected directly, or upgraded fro
   the library's own path, unchanged;
 - sends write the websocket frame synchronously (no queue, no writer task), every frame of one turn
   of the event loop in one write per socket. Packets queued before the socket went direct are written
-  first, in order. Frames are written uncompressed (permessage-deflate allows that per message) and
-  without waiting for the client to drain; a client that falls MAX_BUFFERED_BYTES behind is dropped
+  first, in order. permessage-deflate is declined (frames are small; see `_accept`), and writes do not
+  wait for the client to drain; a client that falls MAX_BUFFERED_BYTES behind is dropped
   (the library's queue had no bound);
 - polling sockets keep the library's queue, with `_poll` below in place of its `wait_for`.
 
@@ -31,6 +31,7 @@ import socketio
 import structlog
 from aiohttp import WSMsgType, web
 from engineio import packet as eio_packet
+from engineio.async_drivers import aiohttp as eio_aiohttp
 from engineio.async_socket import AsyncSocket
 from engineio.exceptions import QueueEmpty, SocketIsClosedError, UnknownPacketError
 
@@ -324,6 +325,19 @@ def install_fast_events(sio: socketio.AsyncServer) -> None:
     sio.eio.fast_message = fast_message
 
 
+async def _accept(self: Any, environ: dict[str, Any]) -> web.WebSocketResponse:
+    """engine.io's aiohttp websocket driver (`WebSocket.__call__`), with permessage-deflate declined:
+    browsers otherwise compress every frame they send, which costs a zlib inflate per inbound event
+    and zlib state per socket for frames of a few hundred bytes (Node's socket.io declines it too)."""
+    request = environ["aiohttp.request"]
+    self._sock = web.WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=False)
+    await self._sock.prepare(request)
+    self.environ = environ
+    await self.handler(self)
+    return self._sock
+
+
+eio_aiohttp.WebSocket.__call__ = _accept
 AsyncSocket.direct = None  # the aiohttp websocket once the socket writes directly
 AsyncSocket.send = _send  # type: ignore[method-assign]
 AsyncSocket.poll = _poll  # type: ignore[method-assign]

@@ -200,3 +200,11 @@ async def test_a_client_that_does_not_read_is_dropped_once_far_behind(
     await ws.send_str('42["flood",300]')  # 30 MB, and this client reads none of it
     await wait_until(lambda: not sio.eio.sockets)
     await ws.close()
+
+
+async def test_permessage_deflate_is_declined(bare: Any) -> None:
+    client, _ = bare
+    ws = await client.ws_connect(WS_PATH, compress=15)  # offers permessage-deflate, as browsers do
+    assert ws.compress == 0
+    assert (await ws.receive_str(timeout=5)).startswith("0{")
+    await ws.close()

@@ -64,9 +64,9 @@ class ResumeAwareManager(socketio.AsyncManager):
         except TypeError:  # binary attachments: several packets, keep the library's path
             await super().emit(event, data, namespace, room=room, skip_sid=skip_sid)
             return
-        prefix = b"42" if namespace == "/" else b"42" + namespace.encode() + b","
-        frame = build_frame(prefix + body)
-        eio_pkt = eio_packet.Packet(eio_packet.MESSAGE, (prefix + body)[1:].decode())
+        message = (b"42" if namespace == "/" else b"42" + namespace.encode() + b",") + body
+        frame = build_frame(message)
+        eio_pkt: eio_packet.Packet | None = None  # for polling or stale sockets only, made once if needed
         skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
         sockets = self.server.eio.sockets
         deadline = time.time() - self.server.eio.ping_timeout
@@ -83,8 +83,10 @@ class ResumeAwareManager(socketio.AsyncManager):
             if socket.direct is not None:
                 write_frame(socket.direct, frame)
             else:
+                eio_pkt = eio_pkt or eio_packet.Packet(eio_packet.MESSAGE, message[1:].decode())
                 socket.queue.put_nowait(eio_pkt)
         for socket in stale:
+            eio_pkt = eio_pkt or eio_packet.Packet(eio_packet.MESSAGE, message[1:].decode())
             with contextlib.suppress(SocketIsClosedError):
                 await socket.send(eio_pkt)
 

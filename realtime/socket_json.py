@@ -18,13 +18,11 @@ _OPTIONS = orjson.OPT_NON_STR_KEYS
 
 
 def dumps_bytes(obj: Any) -> bytes:
-    """UTF-8 JSON. A TypeError (orjson.JSONEncodeError) for what is not JSON, such as bytes."""
+    """UTF-8 JSON. A TypeError for what is not JSON, such as bytes (the callers' cue for binary)."""
     try:
         return orjson.dumps(obj, option=_OPTIONS)
-    except orjson.JSONEncodeError as err:
-        if "Integer exceeds" in str(err):
-            return json.dumps(obj, separators=(",", ":")).encode()
-        raise
+    except orjson.JSONEncodeError:  # the standard library decides: big integers pass, bytes raise
+        return json.dumps(obj, separators=(",", ":")).encode()
 
 
 def dumps(obj: Any, **_: Any) -> str:

@@ -48,6 +48,13 @@ _MAX_ACK_ID_DIGITS = 15
 _tasks: set[asyncio.Task[Any]] = set()  # strong references to running event and close tasks
 
 
+def _keep(task: asyncio.Task[Any]) -> asyncio.Task[Any]:
+    """Hold a fire-and-forget task until it ends (the event loop keeps only weak references)."""
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+    return task
+
+
 def build_frame(payload: bytes, binary: bool = False) -> bytes:
     """A whole unmasked websocket message (server to client), built once for any number of sockets."""
     first = 0x82 if binary else 0x81  # FIN + opcode
@@ -143,9 +150,7 @@ async def _close(self: AsyncSocket, wait: bool = True, abort: bool = False, reas
     if sock is not None and self.closed:
         self.direct = None
         output.flush(sock)
-        task = asyncio.ensure_future(sock.close())
-        _tasks.add(task)
-        task.add_done_callback(_tasks.discard)
+        _keep(asyncio.ensure_future(sock.close()))
 
 
 async def _poll(self: AsyncSocket) -> list[eio_packet.Packet]:
@@ -257,9 +262,7 @@ async def _websocket_handler(self: AsyncSocket, ws: Any) -> None:
         self.direct = None
     # The disconnect handlers run in their own task: a server that cancels a request's task when its
     # client goes away (aiohttp's handler_cancellation) must not cut them short halfway.
-    closing = asyncio.ensure_future(self.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE))
-    _tasks.add(closing)
-    closing.add_done_callback(_tasks.discard)
+    closing = _keep(asyncio.ensure_future(self.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)))
     output.flush(sock)
     await sock.close()
     await asyncio.shield(closing)
@@ -294,9 +297,7 @@ def install_fast_events(sio: socketio.AsyncServer) -> None:
         if sid is None or not manager.is_connected(sid, "/"):
             return False
         ack_id = int(text[2:i]) if i > 2 else None
-        task = asyncio.ensure_future(run_event(socket, sid, args, ack_id))
-        _tasks.add(task)
-        task.add_done_callback(_tasks.discard)
+        _keep(asyncio.ensure_future(run_event(socket, sid, args, ack_id)))
         return True
 
     async def run_event(socket: AsyncSocket, sid: str, args: list[Any], ack_id: int | None) -> None:

@@ -6,6 +6,7 @@ client stops answering pings (the read loop has no timeout of its own)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -77,6 +78,21 @@ async def open_raw(client: TestClient) -> aiohttp.ClientWebSocketResponse:
     return ws
 
 
+@contextlib.asynccontextmanager
+async def library_client(
+    client: TestClient, transports: list[str], **handlers: Any
+) -> AsyncIterator[socketio.AsyncClient]:
+    """python-socketio's own client, connected to "/" over `transports`, with `handlers` registered."""
+    sio_client = socketio.AsyncClient(reconnection=False)
+    for event, handler in handlers.items():
+        sio_client.on(event, handler)
+    await sio_client.connect(server_url(client), auth={"token": "ok"}, transports=transports, wait_timeout=5)
+    try:
+        yield sio_client
+    finally:
+        await sio_client.disconnect()
+
+
 async def next_text(ws: aiohttp.ClientWebSocketResponse, *, skip_pings: bool = True, wait: float = 5) -> str:
     while True:
         text = await ws.receive_str(timeout=wait)
@@ -118,13 +134,9 @@ async def test_unusual_packets_take_the_library_path_and_the_socket_lives_on(bar
 
 async def test_an_answer_holding_bytes_goes_as_a_binary_ack(bare: Any) -> None:
     client, _ = bare
-    sio_client = socketio.AsyncClient(reconnection=False)
-    await sio_client.connect(server_url(client), auth={"token": "ok"}, transports=["websocket"], wait_timeout=5)
-    try:
+    async with library_client(client, ["websocket"]) as sio_client:
         assert await sio_client.call("bytes", timeout=5) == b"\x00\x01\x02"
         assert await sio_client.call("echo", "after", timeout=5) == "after"
-    finally:
-        await sio_client.disconnect()
 
 
 async def test_emits_of_one_turn_arrive_in_order_before_the_ack(bare: Any) -> None:
@@ -139,19 +151,14 @@ async def test_emits_of_one_turn_arrive_in_order_before_the_ack(bare: Any) -> No
 
 async def test_a_polling_socket_upgrades_and_then_writes_directly(bare: Any) -> None:
     client, sio = bare
-    sio_client = socketio.AsyncClient(reconnection=False)
     ticks: list[int] = []
-    sio_client.on("tick", ticks.append)
-    await sio_client.connect(server_url(client), auth={"token": "ok"}, transports=["polling", "websocket"])
-    try:
+    async with library_client(client, ["polling", "websocket"], tick=ticks.append) as sio_client:
         await wait_until(lambda: sio_client.transport() == "websocket")
         assert await sio_client.call("burst", 20, timeout=5) == "done"
         await wait_until(lambda: len(ticks) == 20)
         assert ticks == list(range(20))
         eio_sid = sio.manager.eio_sid_from_sid(sio_client.get_sid(), "/")
         assert sio.eio.sockets[eio_sid].direct is not None
-    finally:
-        await sio_client.disconnect()
 
 
 async def test_a_server_disconnect_ends_the_namespace_and_later_events_are_ignored(bare: Any) -> None:

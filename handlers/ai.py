@@ -3,9 +3,7 @@ sentiment and prompt enhancement. Sending goes through ChatService exactly like 
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from typing import Any
 from uuid import UUID
 
@@ -17,7 +15,7 @@ from handlers.api import Api, path_uuid
 from handlers.chat import MessageOut
 from handlers.schemas import Strict
 from providers.ai.base import ProviderError
-from server.errors import AppError, NotFound, ValidationFailed
+from server.errors import AppError, Conflict, NotFound, ValidationFailed
 from server.keys import AI_TOOLS, CHAT_SERVICE, REPLY_SERVICE, SETTINGS
 from services.replies import ReplyService
 from services.stream_buffer import StreamGone
@@ -26,7 +24,6 @@ from storage.users import UserRow
 
 api = Api("ai")
 P = "/api/v1/ai"
-POLL_SECONDS = 0.05
 
 
 class ChatIn(Strict):
@@ -58,18 +55,20 @@ def _provider_error(err: ProviderError) -> AppError:
 
 async def _send_and_find_reply(request: web.Request, user: UserRow, body: ChatIn) -> MessageRow:
     """Store the message (deduplicated by client_id), then wait for the reply that answers it to start
-    (it may be queued behind a reply already streaming in this session)."""
-    result = await request.app[CHAT_SERVICE].send(user, body.session_id, client_id=body.client_id, content=body.content)
+    (it may be queued behind a reply already streaming in this session). A chat whose persona was
+    deleted has nobody to answer: 409 `no_persona` at once, before anything is stored."""
+    chat = request.app[CHAT_SERVICE]
+    session = await chat.get_session(user, body.session_id)
+    if session.persona_id is None:
+        raise Conflict(
+            "this chat's persona was deleted: nobody can reply; start a chat with another persona", code="no_persona"
+        )
+    result = await chat.send(user, body.session_id, client_id=body.client_id, content=body.content)
     replies = request.app[REPLY_SERVICE]
     if not result.created:
         await replies.kick(body.session_id)  # a retry after a failed reply: answer it again
-    deadline = time.monotonic() + request.app[SETTINGS].ai_timeout_seconds * 2
-    while time.monotonic() < deadline:
-        reply = await replies.reply_after(user, body.session_id, result.message.seq)
-        if reply is not None:
-            return reply
-        await asyncio.sleep(POLL_SECONDS)
-    raise AppError("no reply started in time", code="provider_timeout", status=504)
+    wait = request.app[SETTINGS].ai_timeout_seconds * 2
+    return await replies.reply_for(user, body.session_id, result.message.seq, wait_seconds=wait)
 
 
 async def _wait_done(replies: ReplyService, reply: MessageRow) -> MessageRow:
@@ -94,7 +93,7 @@ async def _wait_done(replies: ReplyService, reply: MessageRow) -> MessageRow:
     summary="Send a message and get the whole reply",
     body=ChatIn,
     response=MessageOut,
-    errors=(404, 429, 502, 504),
+    errors=(404, 409, 429, 502, 504),
 )
 async def generate(request: web.Request, user: UserRow, body: ChatIn) -> dict[str, Any]:
     """The user message is stored like `message:send` (same `client_id` dedupe, same events); the answer
@@ -130,7 +129,7 @@ async def _stream_sse(
     body=ChatIn,
     response=str,
     content_type="text/event-stream",
-    errors=(404, 429),
+    errors=(404, 409, 429),
 )
 async def stream(request: web.Request, user: UserRow, body: ChatIn) -> web.StreamResponse:
     """Events: `start` {stream_id, session_id, reply_to, message}, `chunk` {stream_id, index, text} with

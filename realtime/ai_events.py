@@ -77,7 +77,7 @@ def register(sio: socketio.AsyncServer, events: EventRegistry, *, replies: Reply
     @events.on("ai:resume", ResumeIn)
     async def resume(sid: str, user: UserRow, payload: ResumeIn) -> dict[str, Any]:
         stream_id = str(payload.stream_id)
-        info = await replies.owned_stream(user, stream_id)
+        info = await replies.live_stream(user, stream_id)  # stream_gone once it has ended
         # Order matters: stop live delivery to this socket before it can join the room, then replay.
         manager.resuming[stream_id].add(sid)
         await sio.enter_room(sid, chat_room(info.session_id))

@@ -39,8 +39,9 @@ class ResumeAwareManager(socketio.AsyncManager):
     ) -> Any:
         if event in STREAM_EVENTS and self.resuming and isinstance(data, dict):
             replaying = self.resuming.get(str(data.get("stream_id")))
-            # A replay addressed to the socket itself (room == its sid) must go through.
-            if replaying and room not in replaying:
+            # A replay addressed to the socket itself (room == its sid) must go through. `room` may also
+            # be a list of rooms (a reply's end goes to the user's room and the chat's): never a sid.
+            if replaying and not (isinstance(room, str) and room in replaying):
                 skip = set(replaying)
                 if skip_sid:
                     skip |= set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}

@@ -187,12 +187,13 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             context_tokens=settings.ai_context_tokens,
             max_output_tokens=settings.ai_max_output_tokens,
             knowledge_chunks=settings.ai_knowledge_chunks,
-            stale_after_seconds=settings.ai_timeout_seconds * 3,
+            lease_seconds=settings.ai_lease_seconds,
         ),
     )
     app[CHAT_SERVICE].on_user_message(app[REPLY_SERVICE].on_user_message)
     app[AI_TOOLS] = AITools(provider, timeout_seconds=settings.ai_timeout_seconds)
     await bus.start()
+    app[REPLY_SERVICE].start()
     sio = app[SIO]
     users = SocketUsers(sio, app[AUTH_SERVICE])
     presence = Presence(app.get(REDIS), prefix=settings.redis_prefix)

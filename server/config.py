@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     ai_max_output_tokens: int = Field(default=1024, ge=16)
     ai_knowledge_chunks: int = Field(default=4, ge=0)
     ai_stream_retention_seconds: int = Field(default=600, ge=10)
+    # A reply's owner renews its lease while it streams; an expired lease (the process died) lets any
+    # process end the reply: within about 1.25 x this after the owner stopped.
+    ai_lease_seconds: float = Field(default=10.0, ge=1, le=300)
     demo_token_delay_ms: int = Field(default=30, ge=0)
 
     stripe_secret_key: SecretStr | None = None

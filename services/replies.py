@@ -3,7 +3,11 @@ not by a socket: sockets only watch it. One reply at a time per chat session; wh
 one answers every user message that arrived meanwhile.
 
 The streaming assistant row is the claim (a unique partial index allows one per session), so two nodes
-kicking the same session cannot both start a reply."""
+kicking the same session cannot both start a reply. The claim holds while its lease does: the process
+running the reply renews the leases of all its replies every LEASE_TICK of the lease, and every process
+looks for expired ones as often. A process that dies (SIGKILL, power) stops renewing; the first process
+to see the lease expired ends the reply (`stopped` with what the stream buffer holds, else `failed` and
+refunded), announces it, and answers the messages that waited."""
 
 from __future__ import annotations
 
@@ -20,19 +24,28 @@ import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from providers.ai.base import AIProvider, Piece, Prompt, ProviderError
-from server.errors import NotFound
+from server.errors import AppError, Conflict, NotFound
 from services.control_bus import ControlBus
 from services.events import Events, chat_room, user_room
 from services.knowledge import KnowledgeService
 from services.prompt import build_prompt
 from services.quota import QuotaService
-from services.stream_buffer import StreamBuffer, StreamInfo
+from services.stream_buffer import StreamBuffer, StreamGone, StreamInfo
 from storage.chat import ChatStore, MessageRow, public_message
 from storage.personas import PersonaStore
 from storage.users import UserRow, UserStore
 
 log = structlog.get_logger(__name__)
 HISTORY_LIMIT = 60
+LEASE_TICK = 0.25  # of the lease: renew and look for orphans four times per lease
+REAP_BATCH = 100
+
+
+class StreamEnded(AppError):
+    """`ai:resume` of a stream that is not live (ended, ended by its owner's death, or unknown)."""
+
+    status = 410
+    code = "stream_gone"
 
 
 @dataclass(frozen=True)
@@ -44,7 +57,7 @@ class ReplySettings:
     context_tokens: int
     max_output_tokens: int
     knowledge_chunks: int
-    stale_after_seconds: float
+    lease_seconds: float
 
 
 class _Stop:
@@ -100,7 +113,13 @@ class ReplyService:
         self._kicks: set[asyncio.Task[None]] = set()
         self._closing = False
         self._answering: set[UUID] = set()  # sessions whose reply runs on this node
+        self._changed: dict[UUID, asyncio.Event] = {}  # woken when a reply of the session starts or ends here
+        self._lease_task: asyncio.Task[None] | None = None
         bus.on_command(self._on_command)
+
+    def start(self) -> None:
+        """Start renewing this process's leases and ending other processes' orphans."""
+        self._lease_task = asyncio.create_task(self._keep_leases(), name="reply-leases")
 
     @property
     def provider_name(self) -> str:
@@ -118,9 +137,9 @@ class ReplyService:
         self._kicks.add(task)
         task.add_done_callback(self._kicks.discard)
 
-    async def _kick_quietly(self, session_id: UUID) -> None:
+    async def _kick_quietly(self, session_id: UUID, *, newer_than: int = 0) -> None:
         try:
-            await self.kick(session_id)
+            await self.kick(session_id, newer_than=newer_than)
         except Exception:
             log.exception("could not start a reply", session_id=str(session_id))
 
@@ -130,6 +149,7 @@ class ReplyService:
         message came after that seq (after a failed reply: no automatic retry of the same turn)."""
         if self._closing:
             return None
+        orphan: UUID | None = None
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 # Lock the session first: every user message with a lower seq is then committed and visible.
@@ -139,7 +159,9 @@ class ReplyService:
                 seq, persona_id, user_id = slot
                 if persona_id is None:  # the persona was deleted: nobody to answer
                     raise _Abort
-                if await self._chat.live_streaming(conn, session_id, stale_after=self._settings.stale_after_seconds):
+                streaming = await self._chat.streaming_reply(conn, session_id)
+                if streaming is not None:
+                    orphan = streaming[0] if streaming[1] else None
                     raise _Abort
                 pending = await self._chat.unanswered(conn, session_id)
                 if not pending or pending[-1].seq <= newer_than:
@@ -153,11 +175,15 @@ class ReplyService:
                     status="streaming",
                     reply_to=pending[-1].id,
                 )
+                await self._chat.claim_lease(conn, reply.id, seconds=self._settings.lease_seconds)
         except (_Abort, asyncpg.UniqueViolationError):
+            if orphan is not None:  # its owner died: end it, which kicks the session again
+                await self.end_orphan(orphan)
             return None
         live = _Live()
         self._live[str(reply.id)] = live
         self._answering.add(session_id)
+        self._wake(session_id)
         live.task = asyncio.create_task(self._run(reply, user_id, persona_id, pending, live), name=f"reply-{reply.id}")
         return reply
 
@@ -323,15 +349,18 @@ class ReplyService:
                 if error is not None or (stopped and not texts):
                     # Nothing was delivered: the answered messages' quota or credits come back.
                     await self._quota.refund([m.id for m in pending])
+            except Exception:  # the next reply must still start (below), whatever failed here
+                log.exception("could not end the reply")
             finally:
                 self._live.pop(stream_id, None)
                 # Before the kick below: a message whose hook was skipped is already committed, so the
                 # kick (under the session lock) sees it.
                 self._answering.discard(reply.session_id)
+                self._wake(reply.session_id)
                 structlog.contextvars.unbind_contextvars("stream_id", "user_id")
         # Messages that arrived while this reply streamed get the next one. After a failure only those:
         # the failed turn is answered again when the user sends again, not in a loop.
-        await self.kick(reply.session_id, newer_than=reply.seq if error is not None else 0)
+        await self._kick_quietly(reply.session_id, newer_than=reply.seq if error is not None else 0)
 
     async def _finish(
         self,
@@ -363,6 +392,79 @@ class ReplyService:
         await self._events.to_rooms(rooms, "ai:done", done)
         log.info("reply done", status=status, chunks=len(texts), seconds=round(time.perf_counter() - started, 3))
 
+    # --- leases and orphans --------------------------------------------------------------------
+
+    def _wake(self, session_id: UUID) -> None:
+        event = self._changed.pop(session_id, None)
+        if event is not None:
+            event.set()
+
+    async def _changed_here(self, session_id: UUID, seconds: float) -> None:
+        """Wait until a reply of the session starts or ends on this process (or `timeout` passes)."""
+        event = self._changed.setdefault(session_id, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await event.wait()
+
+    async def _keep_leases(self) -> None:
+        tick = self._settings.lease_seconds * LEASE_TICK
+        while True:
+            await asyncio.sleep(tick)
+            try:
+                await self._renew_and_reap()
+            except Exception as err:  # noqa: BLE001 - the database may be down: try again next tick
+                log.warning("reply leases not renewed", error=type(err).__name__)
+
+    async def _renew_and_reap(self) -> None:
+        ids = [UUID(stream_id) for stream_id in self._live]
+        async with self._pool.acquire() as conn:
+            if ids:
+                held = await self._chat.renew_leases(conn, ids, seconds=self._settings.lease_seconds)
+                for lost in set(ids) - held:  # ended by another process while we could not renew
+                    live = self._live.get(str(lost))
+                    if live is not None:
+                        log.warning("reply lease lost; stopping it here", stream_id=str(lost))
+                        live.stop()
+            orphans = await self._chat.expired_replies(conn, limit=REAP_BATCH)
+        for orphan in orphans:
+            await self.end_orphan(orphan)
+
+    async def end_orphan(self, reply_id: UUID) -> MessageRow | None:
+        """End a reply whose owner's lease expired: `stopped` with the text its stream buffer holds, or
+        `failed` (and refunded) when nothing was buffered; announce it; answer the messages that waited.
+        Only one process wins the row; for the others this is a no-op."""
+        stream_id = str(reply_id)
+        if stream_id in self._live:
+            return None  # ours: our renewal simply lagged; the lease is renewed on the next tick
+        text = "".join(await self._buffer.chunks(stream_id))
+        async with self._pool.acquire() as conn:
+            owner = await self._chat.reply_owner(conn, reply_id)
+            if owner is None:
+                return None
+            # What a failed reply answered (to refund): the messages before it still unanswered.
+            pending = [] if text else await self._chat.unanswered(conn, owner.session_id)
+            ended = await self._chat.end_orphan(conn, reply_id, content=text, status="stopped" if text else "failed")
+        if ended is None:
+            return None
+        pending = [m for m in pending if m.seq < ended.seq]
+        rooms = [user_room(owner.user_id), chat_room(ended.session_id)]
+        if ended.status == "failed":
+            await self._quota.refund([m.id for m in pending])
+            event = "ai:error"
+            payload: dict[str, Any] = {
+                "stream_id": stream_id,
+                "code": "reply_lost",
+                "message": "the server running this reply stopped; send again",
+            }
+        else:
+            event = "ai:done"
+            payload = {"stream_id": stream_id, "message": public_message(ended), "usage": None}
+        await self._buffer.finish(stream_id, event, payload)
+        await self._events.to_rooms(rooms, event, payload)
+        log.warning("orphaned reply ended", stream_id=stream_id, status=ended.status, chars=len(text))
+        await self._kick_quietly(ended.session_id, newer_than=ended.seq if ended.status == "failed" else 0)
+        return ended
+
     # --- stopping ------------------------------------------------------------------------------
 
     async def stop(self, user: UserRow, stream_id: str) -> None:
@@ -386,17 +488,76 @@ class ReplyService:
             raise NotFound("stream not found")
         return info
 
+    async def live_stream(self, user: UserRow, stream_id: str) -> StreamInfo:
+        """A reply of the user's that is streaming now, under a live lease (`ai:resume`): NotFound for
+        someone else's or no reply; StreamEnded once it ended (an orphan found here is ended first)."""
+        async with self._pool.acquire() as conn:
+            owner = await self._chat.reply_owner(conn, UUID(stream_id))
+        if owner is None or owner.user_id != user.id:
+            raise NotFound("stream not found")
+        if owner.status == "streaming" and owner.expired:
+            await self.end_orphan(UUID(stream_id))
+        elif owner.live:
+            info = await self._buffer.info(stream_id)
+            if info is not None:
+                return info
+        raise StreamEnded("the stream has ended; read the reply with sync")
+
     async def live_streams(self, session_id: UUID) -> list[dict[str, Any]]:
+        """Streams in flight for `sync`: those the stream buffer holds whose lease is alive (a dead
+        owner's reply is not listed: it is ended, and its end announced, by whoever finds it first)."""
+        buffered = await self._buffer.live(str(session_id))
+        if not buffered:
+            return []
+        async with self._pool.acquire() as conn:
+            alive = {str(i) for i in await self._chat.live_replies(conn, session_id)}
         return [
             {"stream_id": i.stream_id, "session_id": i.session_id, "reply_to": i.reply_to, "next_index": n}
-            for i, n in await self._buffer.live(str(session_id))
+            for i, n in buffered
+            if i.stream_id in alive
         ]
 
-    async def reply_after(self, user: UserRow, session_id: UUID, seq: int) -> MessageRow | None:
-        async with self._pool.acquire() as conn:
-            if await self._chat.owned_session(conn, session_id=session_id, user_id=user.id) is None:
-                raise NotFound("chat session not found")
-            return await self._chat.first_reply_after(conn, session_id, seq)
+    async def reply_for(self, user: UserRow, session_id: UUID, seq: int, *, wait_seconds: float) -> MessageRow:
+        """The reply that answers the user's message `seq`, once it has started (REST `generate` and
+        `stream`). Waits on this process's own signal when the reply before it runs here, or on the
+        stream buffer's end when it runs elsewhere: one database read per reply, never polling."""
+        try:
+            async with asyncio.timeout(wait_seconds):
+                while True:
+                    async with self._pool.acquire() as conn:
+                        session = await self._chat.owned_session(conn, session_id=session_id, user_id=user.id)
+                        if session is None:
+                            raise NotFound("chat session not found")
+                        reply = await self._chat.first_reply_after(conn, session_id, seq)
+                        streaming = await self._chat.streaming_reply(conn, session_id)
+                    if reply is not None:
+                        return reply
+                    if session.persona_id is None:
+                        raise Conflict(
+                            "this chat's persona was deleted: nobody can reply; start a chat with another persona",
+                            code="no_persona",
+                        )
+                    if streaming is None:
+                        claimed = await self.kick(session_id)
+                        if claimed is None:  # claimed elsewhere a moment ago, or a race: look again soon
+                            await self._changed_here(session_id, 1.0)
+                    elif streaming[1]:
+                        await self.end_orphan(streaming[0])
+                    else:
+                        await self._until_ended(session_id, str(streaming[0]))
+        except TimeoutError as err:
+            raise AppError("no reply started in time", code="provider_timeout", status=504) from err
+
+    async def _until_ended(self, session_id: UUID, stream_id: str) -> None:
+        live = self._live.get(stream_id)
+        if live is not None:
+            await self._changed_here(session_id, self._settings.lease_seconds)
+            return
+        try:  # another process runs it: its buffer's end entry says when it is over
+            async for _ in self._buffer.follow(stream_id, 2**62):
+                pass
+        except StreamGone:  # not in the shared buffer (a Redis outage): wait a little, then look again
+            await self._changed_here(session_id, 1.0)
 
     async def message(self, message_id: UUID) -> MessageRow | None:
         async with self._pool.acquire() as conn:
@@ -421,3 +582,7 @@ class ReplyService:
                 await asyncio.wait(still, timeout=5)
         for task in list(self._kicks):
             task.cancel()
+        if self._lease_task is not None:  # last: the replies above held their leases while finishing
+            self._lease_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lease_task

@@ -57,6 +57,10 @@ class StreamBuffer(Protocol):
         """Chunks from `from_index` on (replayed, then live) and finally the end entry."""
         ...
 
+    async def chunks(self, stream_id: str) -> list[str]:
+        """The chunks buffered so far (none for an unknown stream), without waiting for more."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -116,6 +120,10 @@ class MemoryStreamBuffer:
                 yield stream.end
                 return
             await stream.changed.wait()
+
+    async def chunks(self, stream_id: str) -> list[str]:
+        stream = self._streams.get(stream_id)
+        return list(stream.chunks) if stream else []
 
     async def aclose(self) -> None:
         self._streams.clear()
@@ -210,6 +218,10 @@ class RedisStreamBuffer:
             if not batch and not await self._redis.exists(self._info_key(stream_id)):
                 raise StreamGone(stream_id)
 
+    async def chunks(self, stream_id: str) -> list[str]:
+        entries: Any = await self._redis.xrange(self._key(stream_id))
+        return [fields[b"t"].decode() for _, fields in entries if b"t" in fields]
+
     async def aclose(self) -> None:
         return None
 
@@ -272,6 +284,14 @@ class FallbackStreamBuffer:
                 yield entry
         except RedisError as err:
             raise StreamGone(stream_id) from err
+
+    async def chunks(self, stream_id: str) -> list[str]:
+        if stream_id in self._local:
+            return await self._memory.chunks(stream_id)
+        try:
+            return await self._redis.chunks(stream_id)
+        except RedisError:
+            return []
 
     async def aclose(self) -> None:
         await self._memory.aclose()

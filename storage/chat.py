@@ -108,18 +108,32 @@ SESSION_SEQ = """
 UPDATE chat_sessions SET last_seq = last_seq + 1, updated_at = now()
 WHERE id = $1 RETURNING last_seq, persona_id, user_id
 """
-# One round trip: a streaming row older than a reply can live is failed (its node died), and the
-# answer says whether a live one remains. The SELECT sees the pre-UPDATE snapshot, hence NOT IN.
-LIVE_STREAMING = """
-WITH stale AS (
-    UPDATE messages SET status = 'failed'
-    WHERE session_id = $1 AND status = 'streaming' AND created_at < now() - make_interval(secs => $2)
-    RETURNING id
-)
-SELECT EXISTS (
-    SELECT 1 FROM messages
-    WHERE session_id = $1 AND status = 'streaming' AND id NOT IN (SELECT id FROM stale)
-)
+# The session's streaming reply, if any, and whether its owner's lease ran out (the owner died).
+STREAMING_REPLY = """
+SELECT id, lease_until < now() AS expired FROM messages WHERE session_id = $1 AND status = 'streaming'
+"""
+# The owner renews the leases of every reply it runs in one statement; a row missing from the answer
+# was ended by another process (its lease had run out).
+RENEW_LEASES = """
+UPDATE messages SET lease_until = now() + make_interval(secs => $2)
+WHERE id = ANY($1::uuid[]) AND status = 'streaming' RETURNING id
+"""
+EXPIRED_REPLIES = """
+SELECT id FROM messages WHERE status = 'streaming' AND lease_until < now() ORDER BY lease_until LIMIT $1
+"""
+# Ending an orphan: only one process wins (the row must still be streaming with its lease run out).
+END_ORPHAN = f"""
+UPDATE messages SET content = $2, status = $3
+WHERE id = $1 AND status = 'streaming' AND lease_until < now() RETURNING {_MESSAGE_COLUMNS}
+"""
+# A reply of the user's that can be watched live: streaming with its lease held, and who owns it.
+REPLY_OWNER = """
+SELECT m.session_id, m.status, m.lease_until < now() AS expired, s.user_id
+FROM messages m JOIN chat_sessions s ON s.id = m.session_id
+WHERE m.id = $1 AND m.role = 'assistant'
+"""
+LIVE_REPLIES = """
+SELECT id FROM messages WHERE session_id = $1 AND status = 'streaming' AND lease_until >= now()
 """
 # User messages after the last reply that answered (a failed reply answered nothing).
 UNANSWERED = f"""
@@ -178,6 +192,20 @@ class NewUserMessage:
     user_id: UUID
     client_id: UUID
     content: str
+
+
+@dataclass(frozen=True)
+class ReplyLease:
+    """An assistant message as a stream: whose it is, and whether it still streams under a live lease."""
+
+    session_id: UUID
+    user_id: UUID
+    status: str
+    expired: bool | None  # None: no lease (the reply is not streaming)
+
+    @property
+    def live(self) -> bool:
+        return self.status == "streaming" and self.expired is False
 
 
 def _session(record: asyncpg.Record | None) -> SessionRow | None:
@@ -317,9 +345,32 @@ class ChatStore:
         record = await conn.fetchrow(SESSION_SEQ, session_id)
         return (record["last_seq"], record["persona_id"], record["user_id"]) if record else None
 
-    async def live_streaming(self, conn: asyncpg.Connection, session_id: UUID, *, stale_after: float) -> bool:
-        """Whether a reply streams in the session, failing one whose node died (older than stale_after)."""
-        return bool(await conn.fetchval(LIVE_STREAMING, session_id, stale_after))
+    async def streaming_reply(self, conn: asyncpg.Connection, session_id: UUID) -> tuple[UUID, bool] | None:
+        """The session's streaming reply and whether its lease has expired, or None."""
+        row = await conn.fetchrow(STREAMING_REPLY, session_id)
+        return (row["id"], bool(row["expired"])) if row else None
+
+    async def claim_lease(self, conn: asyncpg.Connection, message_id: UUID, *, seconds: float) -> None:
+        await conn.execute(RENEW_LEASES, [message_id], seconds)
+
+    async def renew_leases(self, conn: asyncpg.Connection, message_ids: list[UUID], *, seconds: float) -> set[UUID]:
+        """Extends the leases; returns the ids still streaming (the others were ended elsewhere)."""
+        return {r["id"] for r in await conn.fetch(RENEW_LEASES, message_ids, seconds)}
+
+    async def expired_replies(self, conn: asyncpg.Connection, *, limit: int) -> list[UUID]:
+        return [r["id"] for r in await conn.fetch(EXPIRED_REPLIES, limit)]
+
+    async def end_orphan(
+        self, conn: asyncpg.Connection, message_id: UUID, *, content: str, status: str
+    ) -> MessageRow | None:
+        return _message(await conn.fetchrow(END_ORPHAN, message_id, content, status))
+
+    async def reply_owner(self, conn: asyncpg.Connection, message_id: UUID) -> ReplyLease | None:
+        row = await conn.fetchrow(REPLY_OWNER, message_id)
+        return ReplyLease(**dict(row)) if row else None
+
+    async def live_replies(self, conn: asyncpg.Connection, session_id: UUID) -> set[UUID]:
+        return {r["id"] for r in await conn.fetch(LIVE_REPLIES, session_id)}
 
     async def unanswered(self, conn: asyncpg.Connection, session_id: UUID) -> list[MessageRow]:
         return [MessageRow(**dict(r)) for r in await conn.fetch(UNANSWERED, session_id)]

@@ -101,9 +101,11 @@ class ResumeAwareRedisManager(socketio.AsyncRedisManager, ResumeAwareManager):
     emits opened a new Redis connection for each, and redis-py reads package metadata for every new
     connection: most of a two-process server's CPU went there.)
 
-    Two changes for Redis outages: an event that cannot be published is still delivered to this node's
-    own sockets (instead of being dropped), and the listener retries every few seconds at most (the
-    library backs off to a minute), so cross-node delivery resumes soon after Redis returns."""
+    Redis outages: the library delivers every emit (and disconnect, close_room) to this node's own
+    sockets before publishing it, so an emit that cannot be published has already reached them; it is
+    logged, never delivered again (each event reaches each socket once). The listener retries every few
+    seconds at most (the library backs off to a minute), so cross-node delivery resumes soon after
+    Redis returns."""
 
     LISTEN_RETRY_MAX_SECONDS = 2.0
     MAX_PUBLISH_BATCH = 512
@@ -142,24 +144,9 @@ class ResumeAwareRedisManager(socketio.AsyncRedisManager, ResumeAwareManager):
                 for data in batch:
                     pipe.publish(self.channel, self.json.dumps(data))
                 await pipe.execute()
-        except Exception as err:  # noqa: BLE001 - any Redis failure: fall back to local delivery
+        except Exception as err:  # noqa: BLE001 - any Redis failure: this node's sockets already have them
             self.connected = False
-            log.warning("redis publish failed; delivering to this node only", error=str(err), events=len(batch))
-            for data in batch:
-                await self._deliver_locally(data)
-
-    async def _deliver_locally(self, data: dict[str, Any]) -> None:
-        handlers = {
-            "emit": self._handle_emit,
-            "callback": self._handle_callback,
-            "disconnect": self._handle_disconnect,
-            "enter_room": self._handle_enter_room,
-            "leave_room": self._handle_leave_room,
-            "close_room": self._handle_close_room,
-        }
-        handler = handlers.get(data.get("method", ""))
-        if handler is not None:
-            await handler(data)
+            log.warning("redis publish failed; delivered on this node only", error=str(err), events=len(batch))
 
     async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:
         retry = 0.2

@@ -26,7 +26,9 @@ async def _device(client: TestClient, user: dict[str, Any], chat: dict[str, Any]
     return sio, inbox
 
 
-async def _two_devices_one_resuming(node_a: TestClient, node_b: TestClient, gemini: FakeGemini, sockets: list[Any]) -> None:
+async def _two_devices_one_resuming(
+    node_a: TestClient, node_b: TestClient, gemini: FakeGemini, sockets: list[Any]
+) -> None:
     tokens = [f"p{i} " for i in range(40)]
     gemini.then(Behaviour(tokens=tokens, delay=0.02), Behaviour(tokens=["second ", "reply"]))
     user = await register(node_a)
@@ -37,21 +39,24 @@ async def _two_devices_one_resuming(node_a: TestClient, node_b: TestClient, gemi
     await wait_until(lambda: len(phone_inbox["ai:chunk"]) >= 3)
     stream_id = phone_inbox["ai:start"][0]["stream_id"]
 
-    # The laptop comes in on node B (the same node on the one-node run) and resumes the live reply.
+    # The laptop comes in on node B (the same node on the one-node run) and resumes the live reply; a
+    # tablet watches the chat on node B too (there, live events arrive through Redis on two nodes).
     laptop, laptop_inbox = await _device(node_b, user, chat, join=False)
-    sockets.append(laptop)
+    tablet, tablet_inbox = await _device(node_b, user, chat, join=True)
+    sockets += [laptop, tablet]
     assert (await laptop.call("ai:resume", {"stream_id": stream_id, "from_index": 0}))["ok"]
     # The phone asks something else while the reply still streams.
     during = await phone.call("message:send", send(chat, "and another thing"))
     assert during["ok"]
 
-    await wait_until(lambda: phone_inbox["ai:done"] and laptop_inbox["ai:done"], 15.0)
     # The next reply answers the message sent meanwhile.
-    await wait_until(lambda: len(phone_inbox["ai:done"]) >= 2, 15.0)
+    await wait_until(lambda: len(phone_inbox["ai:done"]) >= 2 and len(tablet_inbox["ai:done"]) >= 2, 15.0)
+    await wait_until(lambda: laptop_inbox["ai:done"], 15.0)
     await asyncio.sleep(0.3)
     first_done = [d for d in phone_inbox["ai:done"] if d["stream_id"] == stream_id]
     assert len(first_done) == 1
-    assert len([d for d in laptop_inbox["ai:done"] if d["stream_id"] == stream_id]) == 1
+    for inbox in (laptop_inbox, tablet_inbox):
+        assert len([d for d in inbox["ai:done"] if d["stream_id"] == stream_id]) == 1
     second = [d for d in phone_inbox["ai:done"] if d["stream_id"] != stream_id]
     assert len(second) == 1 and second[0]["message"]["content"] == "second reply"
     assert second[0]["message"]["reply_to"] == during["message"]["id"]

@@ -11,9 +11,10 @@ import structlog
 from pydantic import BaseModel, ConfigDict
 
 from realtime.guard import SocketUsers
-from server.errors import AppError, Forbidden, Unauthorized, ValidationFailed
+from server.errors import AppError, Forbidden, Unauthorized, Unavailable, ValidationFailed
 from server.metrics import Metrics
 from server.validation import parse
+from storage.db import CONNECTION_ERRORS
 from storage.users import UserRow
 
 log = structlog.get_logger("parlor.socket")
@@ -65,7 +66,8 @@ class EventRegistry:
         outcome = "ok"
         try:
             user = await self._users.user(sid)
-            structlog.contextvars.bind_contextvars(user_id=str(user.id), event=name)
+            # Not `event`: structlog's own key for the log message.
+            structlog.contextvars.bind_contextvars(user_id=str(user.id), socket_event=name)
             payload = parse_payload(model, data)
             result = await fn(sid, user, payload)
             return ok(**(result or {}))
@@ -75,9 +77,13 @@ class EventRegistry:
                 # The session ended on another node: close this socket too.
                 await self._sio.disconnect(sid)
             return failed(err.code, err.message, err.details if isinstance(err, ValidationFailed) else None)
+        except CONNECTION_ERRORS as err:  # as REST answers 503: PostgreSQL (or its network) is down
+            outcome = Unavailable.code
+            log.warning("socket event failed: database unavailable", socket_event=name, error=type(err).__name__)
+            return failed(Unavailable.code, "the database is unavailable, try again shortly")
         except Exception:
             outcome = "internal"
-            log.exception("socket event failed", event=name)
+            log.exception("socket event failed", socket_event=name)
             return failed("internal", "internal error")
         finally:
             counter = self._counters.get((name, outcome))

@@ -29,7 +29,7 @@ class StopIn(Payload):
 
 class ResumeIn(Payload):
     stream_id: UUID
-    from_index: int = Field(default=0, ge=0)
+    from_index: int = Field(default=0, ge=0, le=2**63 - 1)
 
 
 def register(sio: socketio.AsyncServer, events: EventRegistry, *, replies: ReplyService, users: SocketUsers) -> None:

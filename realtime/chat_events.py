@@ -17,6 +17,8 @@ from services.replies import ReplyService
 from storage.chat import public_message, public_session
 from storage.users import UserRow
 
+MAX_SEQ = 2**63 - 1  # seqs are PostgreSQL bigints
+
 
 class SessionRef(Payload):
     session_id: UUID
@@ -31,7 +33,7 @@ class SendIn(Payload):
 
 class SyncIn(Payload):
     session_id: UUID
-    after_seq: int = Field(ge=0)
+    after_seq: int = Field(ge=0, le=MAX_SEQ)
 
 
 class TypingIn(Payload):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -17,14 +18,74 @@ import socketio
 import structlog
 from engineio import packet as eio_packet
 from engineio.exceptions import SocketIsClosedError
+from socketio import packet as sio_packet
 
 from realtime import socket_json
+from realtime.acks import failed
+from realtime.bad_packets import refused_packet
 from realtime.socket_json import dumps_bytes
 from realtime.transport import build_frame, install_fast_events, write_frame
 from server.config import Settings
 
 log = structlog.get_logger(__name__)
 STREAM_EVENTS = frozenset({"ai:chunk", "ai:done", "ai:error"})
+# An event packet's ack id ("2" [binary count "-"] [namespace ","] id "["), read from a packet whose
+# payload could not be decoded, so the client gets an answer instead of waiting for its timeout.
+_EVENT_ACK_ID = re.compile(r"^2(?:\d+-)?(/[^,]{0,200},)?(\d{1,15})\[")
+# What a malformed Socket.IO packet raises while it is decoded (JSON errors are ValueErrors).
+DECODE_ERRORS = (ValueError, TypeError, IndexError, KeyError, AttributeError, RecursionError)
+
+
+class ParlorServer(socketio.AsyncServer):
+    """Two rules on every transport (websocket, long-polling, binary events) at the one place the
+    library decodes and dispatches client packets:
+    - a client event named like one of the server's own handlers ("connect", "disconnect"), or with no
+      name, is answered `unknown_event` and never reaches them;
+    - a packet that cannot be decoded (bad JSON, JSON nested deeper than the parser takes, a broken
+      header) is answered `invalid` when it carries an ack id, logged as one rate-limited warning, and
+      the connection stays open."""
+
+    def _allowed(self, data: list[Any]) -> bool:
+        return bool(data) and isinstance(data[0], str) and data[0] not in self.reserved_events
+
+    async def _refused_event(self, sid: str, data: list[Any]) -> Any:
+        """What the catch-all ("*") handler answers, as for any unknown event."""
+        handler = self.handlers.get("/", {}).get("*")
+        if handler is None:
+            return self.not_handled
+        return await handler(data[0] if data else None, sid, *data[1:])
+
+    async def client_event(self, sid: str, data: list[Any]) -> Any:
+        """Run the handler of the client event `data` = [name, *args] (the fast path calls this too)."""
+        if not self._allowed(data):
+            return await self._refused_event(sid, data)
+        return await self._trigger_event(data[0], "/", sid, *data[1:])
+
+    async def _handle_event_internal(  # type: ignore[override]
+        self, server: Any, sid: str, eio_sid: str, data: list[Any], namespace: str, id: int | None
+    ) -> None:
+        if namespace != "/" or self._allowed(data):
+            await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)
+            return
+        result = await self._refused_event(sid, data)
+        if result is not self.not_handled and id is not None:
+            ack = self.packet_class(sio_packet.ACK, namespace=namespace, data=[result], id=id)
+            await server._send_packet(eio_sid, ack)
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except DECODE_ERRORS as err:
+            self._binary_packet.pop(eio_sid, None)
+            refused_packet("socket.io", err)
+            match = _EVENT_ACK_ID.match(data) if isinstance(data, str) else None
+            if match is not None:
+                namespace = (match.group(1) or "/,")[:-1]
+                answer = failed("invalid", "the packet could not be read (malformed or too deeply nested JSON)")
+                await self._send_packet(
+                    eio_sid,
+                    self.packet_class(sio_packet.ACK, namespace=namespace, data=[answer], id=int(match.group(2))),
+                )
 
 
 class ResumeAwareManager(socketio.AsyncManager):
@@ -184,7 +245,7 @@ def create_sio(settings: Settings) -> socketio.AsyncServer:
     else:
         manager = ResumeAwareManager()
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
-    sio = socketio.AsyncServer(
+    sio = ParlorServer(
         async_mode="aiohttp",
         client_manager=manager,
         cors_allowed_origins="*" if origins == ["*"] else origins,

@@ -34,4 +34,7 @@ def loads(data: str | bytes, **_: Any) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
-        return json.loads(data)  # NaN, huge integers, or truly malformed (then the same error as before)
+        try:
+            return json.loads(data)  # NaN, huge integers, or truly malformed (then the same error as before)
+        except RecursionError as err:  # nested deeper than the interpreter's stack: malformed for us
+            raise ValueError("JSON nested too deeply") from err

@@ -35,6 +35,7 @@ from engineio.async_drivers import aiohttp as eio_aiohttp
 from engineio.async_socket import AsyncSocket
 from engineio.exceptions import QueueEmpty, SocketIsClosedError, UnknownPacketError
 
+from realtime.bad_packets import refused_packet
 from realtime.socket_json import dumps_bytes
 
 log = structlog.get_logger(__name__)
@@ -256,8 +257,8 @@ async def _websocket_handler(self: AsyncSocket, ws: Any) -> None:
                 pass
             except SocketIsClosedError:
                 break
-            except Exception:
-                log.exception("websocket receive error", sid=self.sid)
+            except Exception as err:  # noqa: BLE001 - a malformed packet: refused, the socket stays
+                refused_packet("engine.io", err)
     finally:
         self.direct = None
     # The disconnect handlers run in their own task: a server that cancels a request's task when its
@@ -300,14 +301,13 @@ def install_fast_events(sio: socketio.AsyncServer) -> None:
         _keep(asyncio.ensure_future(run_event(socket, sid, args, ack_id)))
         return True
 
+    client_event = getattr(sio, "client_event", None)
+
     async def run_event(socket: AsyncSocket, sid: str, args: list[Any], ack_id: int | None) -> None:
-        event = args[0]
-        if event in sio.reserved_events:
-            # A client may not emit "connect" or "disconnect"; the library would call those handlers.
-            handler = sio.handlers.get("/", {}).get("*")
-            result = await handler(event, sid, *args[1:]) if handler is not None else sio.not_handled
+        if client_event is not None:  # refuses reserved names, as on the library's path
+            result = await client_event(sid, args)
         else:
-            result = await sio._trigger_event(event, "/", sid, *args[1:])
+            result = await sio._trigger_event(args[0], "/", sid, *args[1:])
         if result is sio.not_handled or ack_id is None:
             return
         data = [] if result is None else list(result) if isinstance(result, tuple) else [result]

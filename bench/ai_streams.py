@@ -270,6 +270,7 @@ async def main(args: argparse.Namespace) -> None:
         "GEMINI_BASE_URL": f"http://127.0.0.1:{up_port}",
         "SEND_RATE_PER_MINUTE": "0",
         "LOGIN_RATE_PER_MINUTE": "0",
+        "REGISTER_RATE_PER_HOUR": "0",
         "ARGON2_TIME_COST": "1",
         "ARGON2_MEMORY_KIB": "8192",
         "LOG_LEVEL": "WARNING",

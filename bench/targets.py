@@ -35,6 +35,7 @@ _PARLOR_VARS = (
     "DATA_DIR",
     "SEND_RATE_PER_MINUTE",
     "LOGIN_RATE_PER_MINUTE",
+    "REGISTER_RATE_PER_HOUR",
     "GEMINI_API_KEY",
     "OPENAI_BASE_URL",
     "AI_PROVIDER",
@@ -134,6 +135,7 @@ class Parlor(Target):
             DATA_DIR=str(data_dir),
             SEND_RATE_PER_MINUTE="0",
             LOGIN_RATE_PER_MINUTE="0",
+            REGISTER_RATE_PER_HOUR="0",
             # Set-up registers hundreds of users; cheap hashing keeps that fast (same code path).
             ARGON2_TIME_COST="1",
             ARGON2_MEMORY_KIB="8192",

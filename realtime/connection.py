@@ -15,6 +15,7 @@ from server.errors import AppError
 from server.metrics import Metrics
 from services.auth import AuthService
 from services.events import user_room
+from storage.db import CONNECTION_ERRORS
 
 log = structlog.get_logger("parlor.socket")
 
@@ -31,11 +32,15 @@ def register(
             )
         try:
             # Always a fresh check at connect (no cache): a ban or logout-all must stop new sockets at once.
-            user = await auth_service.authenticate(token)
+            user, claims = await auth_service.authenticate_claims(token)
         except AppError as err:
             # The client reads err.message and err.data.code (e.g. token_expired → refresh and retry).
             raise socketio.exceptions.ConnectionRefusedError(err.message, {"code": err.code}) from err
-        await users.remember(sid, user)
+        except CONNECTION_ERRORS as err:  # PostgreSQL unreachable: a reason, not a silent hang
+            raise socketio.exceptions.ConnectionRefusedError(
+                "the database is unavailable, try again shortly", {"code": "unavailable"}
+            ) from err
+        await users.remember(sid, user, session_id=claims.session_id)
         await sio.enter_room(sid, user_room(user.id))
         metrics.sockets.inc()
         count = await presence.add(user.id, sid)

@@ -1,9 +1,16 @@
-"""`python -m server`: run Parlor with configuration from the environment."""
+"""`python -m server`: run Parlor with configuration from the environment.
+
+`python -m server users promote EMAIL` (or `demote`) gives an account the admin role (or takes it)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import errno
 import gc
+import socket
+import sys
+from typing import Any
 
 import structlog
 import uvloop
@@ -12,6 +19,9 @@ from aiohttp import web
 from server.app import create_app
 from server.config import Settings
 from server.logs import configure_logging
+
+# Errors that mean "this address cannot be listened on": reported in one line, not a traceback.
+LISTEN_ERRNOS = {errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL}
 
 
 async def _tune_gc(app: web.Application) -> None:
@@ -23,9 +33,40 @@ async def _tune_gc(app: web.Application) -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def main() -> None:
-    settings = Settings()
-    configure_logging(settings.log_level, settings.log_format)
+def docs_url(host: str, port: int) -> str:
+    """The address to open in a browser: a wildcard host is reached on this machine's loopback."""
+    shown = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}/api/docs"
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """Bind and release the address before anything starts (the embedded database takes seconds), so a
+    busy port fails at once. Raises OSError as the real bind would."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    unavailable: OSError | None = None
+    bound = 0
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            # As asyncio's create_server does: a port left in TIME_WAIT by a previous run is free, and
+            # an address whose family is not enabled here (IPv6 in many containers) is skipped.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as err:
+                if err.errno != errno.EADDRNOTAVAIL:
+                    raise
+                unavailable = err
+                continue
+            bound += 1
+    if not bound and unavailable is not None:
+        raise unavailable
+
+
+def serve(settings: Settings) -> int:
     log = structlog.get_logger("parlor")
     log.info(
         "starting",
@@ -35,6 +76,10 @@ def main() -> None:
         database="external" if settings.database_url else "embedded",
         redis="configured" if settings.redis_url else "none",
     )
+    try:
+        _check_can_listen(settings.host, settings.port)
+    except OSError as err:
+        return _cannot_listen(log, settings, err)
     # uvloop: a faster event loop (libuv); every socket event and token chunk goes through it.
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     # run_app turns SIGTERM/SIGINT into a graceful shutdown: stop accepting, run on_shutdown
@@ -42,16 +87,61 @@ def main() -> None:
     app = create_app(settings)
     if settings.gc_tuning:
         app.on_startup.append(_tune_gc)
-    web.run_app(
-        app,
-        backlog=settings.listen_backlog,
+    url = docs_url(settings.host, settings.port)
+
+    def listening(_: Any) -> None:
+        # run_app calls this once the sockets listen (its own banner is not structured).
+        log.info(f"listening: open {url}", url=url)
+
+    try:
+        web.run_app(
+            app,
+            backlog=settings.listen_backlog,
+            host=settings.host,
+            port=settings.port,
+            shutdown_timeout=settings.shutdown_timeout_seconds,
+            access_log=None,
+            print=listening,
+        )
+    except OSError as err:
+        if err.errno not in LISTEN_ERRNOS:
+            raise
+        return _cannot_listen(log, settings, err)  # lost a race for the port after the check
+    return 0
+
+
+def _cannot_listen(log: Any, settings: Settings, err: OSError) -> int:
+    reason = "already in use" if err.errno == errno.EADDRINUSE else (err.strerror or str(err)).lower()
+    log.error(
+        f"cannot listen on {settings.host}:{settings.port}: {reason} (set PORT or HOST to another address)",
         host=settings.host,
         port=settings.port,
-        shutdown_timeout=settings.shutdown_timeout_seconds,
-        access_log=None,
-        print=None,
     )
+    return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m server", description="Parlor: run the server (no command).")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    users = commands.add_parser("users", help="manage accounts")
+    actions = users.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for action, text in (("promote", "give the account the admin role"), ("demote", "make an admin a user again")):
+        actions.add_parser(action, help=text).add_argument("email", help="the account's email")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = Settings()
+    if args.command == "users":
+        from server import user_commands
+
+        # Only warnings on stderr: the command's own answer is one line on stdout.
+        configure_logging("WARNING", "console")
+        return user_commands.run(args.action, args.email, settings)
+    configure_logging(settings.log_level, settings.log_format)
+    return serve(settings)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -35,7 +35,7 @@ class AuditStore:
         self,
         conn: asyncpg.Connection,
         *,
-        actor_id: UUID,
+        actor_id: UUID | None,
         action: str,
         target_type: str,
         target_id: str,

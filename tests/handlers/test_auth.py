@@ -5,11 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 import jwt
+import pytest
 from aiohttp.test_utils import TestClient
 
+from server.app import create_app
+from server.config import Settings
 from tests.helpers import PASSWORD, bearer, register, unique_email
 
 R = "/api/v1/auth"
+
+
+@pytest.fixture
+async def no_grace(aiohttp_client: Any, settings: Settings) -> TestClient:
+    """Reuse counts at once (no grace window; tests/handlers/test_auth_security.py tests the window)."""
+    return await aiohttp_client(create_app(settings.model_copy(update={"refresh_reuse_grace_seconds": 0})))
 
 
 async def test_register_returns_user_and_tokens(client: TestClient) -> None:
@@ -85,7 +94,8 @@ async def test_login_wrong_password_401_right_password_200(client: TestClient) -
     assert (await resp.json())["user"]["email"] == email
 
 
-async def test_refresh_rotates_and_replay_revokes_family(client: TestClient) -> None:
+async def test_refresh_rotates_and_replay_revokes_family(no_grace: TestClient) -> None:
+    client = no_grace
     first = await register(client)
     resp = await client.post(f"{R}/refresh", json={"refresh_token": first["refresh_token"]})
     assert resp.status == 200
@@ -103,7 +113,8 @@ async def test_refresh_rotates_and_replay_revokes_family(client: TestClient) -> 
     assert garbage.status == 401
 
 
-async def test_replay_does_not_touch_other_sessions(client: TestClient) -> None:
+async def test_replay_does_not_touch_other_sessions(no_grace: TestClient) -> None:
+    client = no_grace
     email = unique_email()
     phone = await register(client, email)
     laptop = await (await client.post(f"{R}/login", json={"email": email, "password": PASSWORD})).json()

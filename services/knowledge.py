@@ -1,9 +1,10 @@
 """KnowledgeService: a persona's knowledge base (text entries and TXT/Markdown/PDF files, split into
 chunks), the chunks most relevant to a message, and Character Card import and export.
 
-Knowledge is its creator's asset: only the persona's owner lists, reads, adds or deletes it; anyone else
-gets "not found", even for a public persona. `relevant_chunks` checks nothing: the reply service calls it
-for whoever chats with the persona, and only the chunks' text goes into the prompt."""
+Knowledge is part of the persona's definition, its creator's asset: only the owner adds or deletes it (anyone
+else: "not found"); others may list and read it only when the persona is public and remixable (a public one
+that is not: 403 `forbidden`; a private one: "not found"). `relevant_chunks` checks nothing: the reply
+service calls it for whoever chats with the persona, and only the chunks' text goes into the prompt."""
 
 from __future__ import annotations
 
@@ -349,19 +350,17 @@ class KnowledgeService:
     async def list_entries(
         self, user: UserRow, persona_id: UUID, *, before: tuple[datetime, UUID] | None, limit: int
     ) -> Slice[KnowledgeEntryRow]:
-        """The persona's entries, newest first; owner only. `before` is the previous page's last
-        (created_at, id)."""
+        """The persona's entries, newest first, for whoever may read its definition. `before` is the
+        previous page's last (created_at, id)."""
+        await self._personas.get_definition(user, persona_id)
         async with self._pool.acquire() as conn:
-            if not await self._store.owns_persona(conn, persona_id, owner_id=user.id):
-                raise NotFound("persona not found")
             rows = await self._store.list_entries(conn, persona_id, before=before, limit=limit + 1)
         return Slice(rows[:limit], len(rows) > limit)
 
     async def get_entry(self, user: UserRow, persona_id: UUID, entry_id: UUID) -> KnowledgeDocument:
-        """One entry with its text; owner only."""
+        """One entry with its text, for whoever may read the persona's definition."""
+        await self._personas.get_definition(user, persona_id)
         async with self._pool.acquire() as conn:
-            if not await self._store.owns_persona(conn, persona_id, owner_id=user.id):
-                raise NotFound("persona not found")
             document = await self._store.get(conn, entry_id, persona_id=persona_id)
         if document is None:
             raise NotFound("knowledge entry not found")
@@ -492,13 +491,11 @@ class KnowledgeService:
 
     async def export_card(self, user: UserRow, persona_id: UUID, *, fmt: str) -> ExportedCard:
         """The persona as a Character Card: V2 JSON (`fmt` "json"), or a PNG (`fmt` "png") carrying V2 in
-        a `chara` chunk and V3 in a `ccv3` one. Readable by whoever may read the persona; the knowledge
-        base goes into the card's character book only for the owner."""
-        persona = await self._personas.get_readable(user, persona_id)
-        documents: list[KnowledgeDocument] = []
-        if persona.owner_id == user.id:
-            async with self._pool.acquire() as conn:
-                documents = await self._store.documents(conn, persona.id)
+        a `chara` chunk and V3 in a `ccv3` one, with the knowledge base as the card's character book. A card
+        is the whole definition: only for whoever may read it (owner, or anyone when public and remixable)."""
+        persona = await self._personas.get_definition(user, persona_id)
+        async with self._pool.acquire() as conn:
+            documents = await self._store.documents(conn, persona.id)
         card = cards.card_for_persona(
             name=persona.name,
             description=persona.description,

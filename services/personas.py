@@ -2,6 +2,9 @@
 
 Authorization lives here: a persona is readable by its owner and, when public, by everyone; only the
 owner changes or deletes it. Anything else is "not found", so a private persona's existence never leaks.
+A public persona's definition (personality, knowledge base) stays the owner's unless the owner makes it
+`remixable`: others may chat with it, but reading its definition, exporting and cloning it are 403
+`forbidden` (storage.personas.public_persona nulls the definition fields for them).
 """
 
 from __future__ import annotations
@@ -32,6 +35,13 @@ class Slice(Generic[T]):
 
     items: list[T]
     more: bool
+
+
+def definition_readable(persona: PersonaRow, user: UserRow) -> PersonaRow:
+    """`persona` (which `user` may read) if its definition is theirs to read too; 403 `forbidden` otherwise."""
+    if not persona.definition_readable_by(user.id):
+        raise Forbidden("this persona's definition is its owner's: chat with it, but it cannot be read or copied")
+    return persona
 
 
 def normalize_tags(tags: Sequence[str]) -> list[str]:
@@ -79,6 +89,10 @@ class PersonaService:
             raise NotFound("persona not found")
         return persona
 
+    async def get_definition(self, user: UserRow, persona_id: UUID) -> PersonaRow:
+        """The persona if `user` may read its definition (see `definition_readable`)."""
+        return definition_readable(await self.get_readable(user, persona_id), user)
+
     async def list_own(self, user: UserRow, *, before: tuple[datetime, UUID] | None, limit: int) -> Slice[PersonaRow]:
         """The user's personas, newest first; `before` is the (created_at, id) of the previous page's last."""
         async with self._pool.acquire() as conn:
@@ -109,6 +123,7 @@ class PersonaService:
         greeting: str = "",
         tags: Sequence[str] = (),
         visibility: str = "private",
+        remixable: bool = False,
     ) -> PersonaRow:
         async with self._pool.acquire() as conn, conn.transaction():
             persona = await self.create_in(
@@ -120,6 +135,7 @@ class PersonaService:
                 greeting=greeting,
                 tags=tags,
                 visibility=visibility,
+                remixable=remixable,
             )
         log.info("persona created", persona_id=str(persona.id))
         return persona
@@ -135,6 +151,7 @@ class PersonaService:
         greeting: str = "",
         tags: Sequence[str] = (),
         visibility: str = "private",
+        remixable: bool = False,
     ) -> PersonaRow:
         """`create` inside the caller's transaction, for callers that store more with the new persona
         (Character Card import adds its knowledge): the plan check and the insert commit or roll back with
@@ -149,6 +166,7 @@ class PersonaService:
             greeting=greeting,
             tags=normalize_tags(tags),
             visibility=visibility,
+            remixable=remixable,
         )
 
     async def update(
@@ -162,6 +180,7 @@ class PersonaService:
         greeting: str | None = None,
         tags: Sequence[str] | None = None,
         visibility: str | None = None,
+        remixable: bool | None = None,
     ) -> PersonaRow:
         """Changes the fields given (None leaves a field as it is). Owner only."""
         async with self._pool.acquire() as conn:
@@ -175,6 +194,7 @@ class PersonaService:
                 greeting=greeting,
                 tags=normalize_tags(tags) if tags is not None else None,
                 visibility=visibility,
+                remixable=remixable,
             )
         if persona is None:
             raise NotFound("persona not found")
@@ -189,12 +209,13 @@ class PersonaService:
         log.info("persona deleted", persona_id=str(persona_id))
 
     async def clone(self, user: UserRow, persona_id: UUID) -> PersonaRow:
-        """A private copy of a persona the user can read, with its knowledge base, owned by the user;
-        counts against the plan."""
+        """A private, not remixable copy of a persona whose definition the user may read (their own, or a
+        public remixable one), with its knowledge base, owned by the user; counts against the plan."""
         async with self._pool.acquire() as conn, conn.transaction():
             source = await self._personas.get(conn, persona_id)
             if source is None or not source.readable_by(user.id):
                 raise NotFound("persona not found")
+            definition_readable(source, user)
             await self._reserve_slot(conn, user)
             persona = await self._personas.insert(
                 conn,

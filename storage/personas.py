@@ -13,15 +13,15 @@ import asyncpg
 from storage.timefmt import iso
 
 _COLUMNS = (
-    "id, owner_id, name, description, personality, greeting, tags, visibility, avatar_file_id, cloned_from,"
-    " created_at, updated_at"
+    "id, owner_id, name, description, personality, greeting, tags, visibility, remixable, avatar_file_id,"
+    " cloned_from, created_at, updated_at"
 )
 _P_COLUMNS = ", ".join(f"p.{c.strip()}" for c in _COLUMNS.split(","))
 
 INSERT = f"""
-INSERT INTO personas (owner_id, name, description, personality, greeting, tags, visibility, avatar_file_id,
-                      cloned_from)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+INSERT INTO personas (owner_id, name, description, personality, greeting, tags, visibility, remixable,
+                      avatar_file_id, cloned_from)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 RETURNING {_COLUMNS}
 """
 BY_ID = f"SELECT {_COLUMNS} FROM personas WHERE id = $1"
@@ -36,17 +36,21 @@ ORDER BY created_at DESC, id DESC LIMIT $4
 UPDATE = f"""
 UPDATE personas SET name = COALESCE($3, name), description = COALESCE($4, description),
                     personality = COALESCE($5, personality), greeting = COALESCE($6, greeting),
-                    tags = COALESCE($7::text[], tags), visibility = COALESCE($8, visibility), updated_at = now()
+                    tags = COALESCE($7::text[], tags), visibility = COALESCE($8, visibility),
+                    remixable = COALESCE($9, remixable), updated_at = now()
 WHERE id = $1 AND owner_id = $2
 RETURNING {_COLUMNS}
 """
 DELETE = "DELETE FROM personas WHERE id = $1 AND owner_id = $2 RETURNING id"
-# Public personas and the viewer's own, ranked by the weighted `search` vector (name A, tags and
-# description B, personality C). A query of stop words only matches nothing.
+# Public personas and the viewer's own, ranked by the weighted vector (name A, tags and description B,
+# personality C): `search` for the viewer's own, `shared_search` (personality only when remixable) for
+# others', so nobody finds a persona by words of a definition they may not read. Each side of the OR has
+# its GIN index. A query of stop words only matches nothing.
 SEARCH = f"""
-SELECT {_P_COLUMNS}, ts_rank(p.search, q) AS score
+SELECT {_P_COLUMNS}, ts_rank(CASE WHEN p.owner_id = $1 THEN p.search ELSE p.shared_search END, q) AS score
 FROM personas p, websearch_to_tsquery('english', $2) q
-WHERE p.search @@ q AND (p.visibility = 'public' OR p.owner_id = $1)
+WHERE (p.owner_id = $1 AND p.search @@ q)
+   OR (p.visibility = 'public' AND p.owner_id <> $1 AND p.shared_search @@ q)
 ORDER BY score DESC, p.created_at DESC, p.id DESC
 LIMIT $3 OFFSET $4
 """
@@ -98,6 +102,7 @@ class PersonaRow:
     greeting: str
     tags: list[str]
     visibility: str
+    remixable: bool
     avatar_file_id: UUID | None
     cloned_from: UUID | None
     created_at: datetime
@@ -108,7 +113,12 @@ class PersonaRow:
         return self.visibility == "public"
 
     def readable_by(self, user_id: UUID) -> bool:
+        """May see the persona (name, description, greeting, tags, avatar) and chat with it."""
         return self.owner_id == user_id or self.is_public
+
+    def definition_readable_by(self, user_id: UUID) -> bool:
+        """May also see its definition (DEFINITION_FIELDS and the knowledge base), export and clone it."""
+        return self.owner_id == user_id or (self.is_public and self.remixable)
 
 
 @dataclass(frozen=True)
@@ -141,6 +151,7 @@ class PersonaStore:
         greeting: str = "",
         tags: list[str] | None = None,
         visibility: str = "private",
+        remixable: bool = False,
         avatar_file_id: UUID | None = None,
         cloned_from: UUID | None = None,
     ) -> PersonaRow:
@@ -153,6 +164,7 @@ class PersonaStore:
             greeting,
             tags or [],
             visibility,
+            remixable,
             avatar_file_id,
             cloned_from,
         )
@@ -185,11 +197,12 @@ class PersonaStore:
         greeting: str | None = None,
         tags: list[str] | None = None,
         visibility: str | None = None,
+        remixable: bool | None = None,
     ) -> PersonaRow | None:
         """None (leave as is) for a field not given; returns None unless `owner_id` owns the persona."""
         return _row(
             await conn.fetchrow(
-                UPDATE, persona_id, owner_id, name, description, personality, greeting, tags, visibility
+                UPDATE, persona_id, owner_id, name, description, personality, greeting, tags, visibility, remixable
             )
         )
 
@@ -211,9 +224,16 @@ class PersonaStore:
         await conn.execute(RECORD_ACTIVITY, persona_id, chats, messages)
 
 
-def public_persona(persona: PersonaRow) -> dict[str, Any]:
-    """The persona shape of SPEC Appendix C."""
-    return {
+# The persona's definition: what makes it answer as it does. Only those who may read it see these
+# fields (PersonaRow.definition_readable_by); everyone else gets them as null. A new definition field
+# belongs here.
+DEFINITION_FIELDS = ("personality",)
+
+
+def public_persona(persona: PersonaRow, *, viewer_id: UUID) -> dict[str, Any]:
+    """The persona shape of SPEC Appendix C as `viewer_id` may see it: every path that returns a persona
+    goes through here, so the definition never reaches someone who may not read it."""
+    shape: dict[str, Any] = {
         "id": str(persona.id),
         "owner_id": str(persona.owner_id),
         "name": persona.name,
@@ -222,8 +242,12 @@ def public_persona(persona: PersonaRow) -> dict[str, Any]:
         "greeting": persona.greeting,
         "tags": list(persona.tags),
         "visibility": persona.visibility,
+        "remixable": persona.remixable,
         "avatar_file_id": str(persona.avatar_file_id) if persona.avatar_file_id else None,
         "cloned_from": str(persona.cloned_from) if persona.cloned_from else None,
         "created_at": iso(persona.created_at),
         "updated_at": iso(persona.updated_at),
     }
+    if not persona.definition_readable_by(viewer_id):
+        shape.update(dict.fromkeys(DEFINITION_FIELDS))
+    return shape

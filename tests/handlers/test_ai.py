@@ -151,7 +151,7 @@ async def test_demo_provider_is_labelled(client: TestClient) -> None:
     assert reply["usage"]["completion_tokens"] > 0
 
 
-async def test_sentiment_and_enhance(client: TestClient) -> None:
+async def test_sentiment_and_enhance(client: TestClient, gemini_client: TestClient, gemini: FakeGemini) -> None:
     user = await register(client)
     for text, label in [
         ("I love this, thanks!", "positive"),
@@ -160,9 +160,22 @@ async def test_sentiment_and_enhance(client: TestClient) -> None:
     ]:
         resp = await client.post(f"{A}/sentiment", json={"text": text}, headers=bearer(user))
         assert resp.status == 200 and await resp.json() == {"label": label}
-    enhanced = await client.post(f"{A}/enhance-prompt", json={"text": "a grumpy wizard"}, headers=bearer(user))
+    # Enhance answers the provider's rewrite, not the text it was given: the demo provider's is fixed...
+    enhanced = await client.post(f"{A}/enhance-prompt", json={"text": "a grumpy  wizard."}, headers=bearer(user))
     assert enhanced.status == 200
-    assert "grumpy wizard" in (await enhanced.json())["text"]
+    assert await enhanced.json() == {
+        "text": "[demo] a grumpy wizard. Speaks in a consistent voice, stays in character, asks follow-up "
+        "questions, and keeps replies concise and warm."
+    }
+    # ...and a real provider is asked to rewrite (its instruction and the text), and its answer comes back whole.
+    gemini.then(Behaviour(tokens=["  Morgr", "im, a wizard ", "who grumbles in rhyme.\n"]))
+    other = await register(gemini_client)
+    resp = await gemini_client.post(f"{A}/enhance-prompt", json={"text": "a grumpy wizard"}, headers=bearer(other))
+    assert resp.status == 200, await resp.text()
+    assert await resp.json() == {"text": "Morgrim, a wizard who grumbles in rhyme."}
+    request = gemini.calls[-1].body
+    assert "Rewrite the user's persona description" in request["systemInstruction"]["parts"][0]["text"]
+    assert request["contents"] == [{"role": "user", "parts": [{"text": "a grumpy wizard"}]}]
     assert (await client.post(f"{A}/sentiment", json={"text": ""}, headers=bearer(user))).status == 422
     assert (await client.post(f"{A}/sentiment", json={"text": "x"})).status == 401
 

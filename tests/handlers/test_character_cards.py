@@ -404,10 +404,10 @@ async def test_export_json_and_png_then_import_again(client: TestClient, setting
         }
 
 
-async def test_export_follows_the_read_rule_and_keeps_knowledge_for_the_owner(client: TestClient) -> None:
+async def test_export_is_for_whoever_may_read_the_definition(client: TestClient) -> None:
     alice, bob = await register(client), await register(client)
-    private = await make_persona(client, alice)
-    public = await make_persona(client, alice, visibility="public", name="9 Lives")
+    private = await make_persona(client, alice, personality="Private mind.")
+    public = await make_persona(client, alice, visibility="public", name="9 Lives", personality="Nine minds.")
     for persona in (private, public):
         resp = await client.post(
             f"{P}/{persona['id']}/knowledge", json={"title": "Secret", "content": "Owner only."}, headers=bearer(alice)
@@ -419,18 +419,31 @@ async def test_export_follows_the_read_rule_and_keeps_knowledge_for_the_owner(cl
         assert resp.status == 404 and (await error_of(resp))["code"] == "not_found"
         resp = await export(client, bob, {"id": str(uuid.uuid4())}, fmt)
         assert resp.status == 404
+        # A card is the whole definition: someone else's public persona that is not remixable is refused.
+        resp = await export(client, bob, public, fmt)
+        assert resp.status == 403, await resp.text()
+        error = await error_of(resp)
+        assert error["code"] == "forbidden" and "Nine minds" not in json.dumps(error)
 
-    # Others may export a public persona, without its knowledge (that stays its creator's).
+    # The owner's card carries the personality and the knowledge as its character book.
+    resp = await export(client, alice, public, "json")
+    card = json.loads(await resp.read())
+    assert card["data"]["personality"] == "Nine minds."
+    assert [e["content"] for e in card["data"]["character_book"]["entries"]] == ["Owner only."]
+    assert resp.headers["Content-Disposition"] == 'attachment; filename="9-lives.json"'
+
+    # Once remixable, anyone may export it, knowledge included (they could clone it with it anyway).
+    for persona in (private, public):
+        resp = await client.put(f"{P}/{persona['id']}", json={"remixable": True}, headers=bearer(alice))
+        assert resp.status == 200, await resp.text()
     resp = await export(client, bob, public, "json")
     assert resp.status == 200
-    card = json.loads(await resp.read())
-    assert card["data"]["name"] == "9 Lives" and "character_book" not in card["data"]
+    assert json.loads(await resp.read())["data"] == card["data"]
     resp = await export(client, bob, public, "png")
     assert resp.status == 200
-    assert "character_book" not in json.loads(base64.b64decode(read_png_texts(await resp.read())["chara"]))["data"]
-    resp = await export(client, alice, public, "json")
-    assert len(json.loads(await resp.read())["data"]["character_book"]["entries"]) == 1
-    assert resp.headers["Content-Disposition"] == 'attachment; filename="9-lives.json"'
+    assert json.loads(base64.b64decode(read_png_texts(await resp.read())["chara"]))["data"] == card["data"]
+    # Remixable or not, a private persona stays hidden.
+    assert (await export(client, bob, private, "json")).status == 404
 
     resp = await export(client, alice, public, "gif")
     assert resp.status == 422 and (await error_of(resp))["details"][0]["field"] == "format"

@@ -1,6 +1,6 @@
 """A persona's knowledge base over REST: text and file entries (TXT, Markdown, PDF typed by content),
-size limits found while streaming, owner-only access, chunking, full-text relevance and copying on
-clone. Real PostgreSQL; no mocks."""
+size limits found while streaming, who may read and change it, chunking, full-text relevance and copying
+on clone. Real PostgreSQL; no mocks."""
 
 from __future__ import annotations
 
@@ -337,7 +337,7 @@ async def test_upload_limit_is_enforced_while_streaming(aiohttp_client: Any, set
 # --- who may touch it --------------------------------------------------------------------------
 
 
-async def test_only_the_owner_sees_or_changes_knowledge(client: TestClient) -> None:
+async def test_only_the_owner_changes_knowledge_and_others_read_it_only_when_remixable(client: TestClient) -> None:
     alice, bob = await register(client), await register(client)
     private = await make_persona(client, alice)
     public = await make_persona(client, alice, visibility="public")
@@ -345,20 +345,50 @@ async def test_only_the_owner_sees_or_changes_knowledge(client: TestClient) -> N
     for persona in (private, public):
         entries[persona["id"]] = await add_text(client, alice, persona, "Secret", "The treasure is under the oak.")
 
-    for persona in (private, public):
+    async def reads(persona: dict[str, Any]) -> list[Any]:
         entry = entries[persona["id"]]
-        for resp in [
+        return [
             await client.get(url(persona), headers=bearer(bob)),
+            await client.get(url(persona, entry), headers=bearer(bob)),
+        ]
+
+    async def changes(persona: dict[str, Any]) -> list[Any]:
+        entry = entries[persona["id"]]
+        return [
             await client.post(url(persona), json={"title": "Mine", "content": "now"}, headers=bearer(bob)),
             await client.post(url(persona), data=upload_form(b"mine now"), headers=bearer(bob)),
-            await client.get(url(persona, entry), headers=bearer(bob)),
             await client.delete(url(persona, entry), headers=bearer(bob)),
-        ]:
+        ]
+
+    async def assert_not_found(responses: list[Any]) -> None:
+        for resp in responses:
             assert resp.status == 404, await resp.text()
             assert (await error_of(resp))["code"] == "not_found"
-        assert [e["id"] for e in await list_entries(client, alice, persona)] == [entry["id"]]
 
-    # An entry is only reachable under its own persona, even for the owner.
+    # A private persona's knowledge: as if neither existed. Changes to anyone else's: the same.
+    await assert_not_found(await reads(private) + await changes(private) + await changes(public))
+    # A public persona that is not remixable: its knowledge is part of the definition the owner keeps.
+    for resp in await reads(public):
+        assert resp.status == 403, await resp.text()
+        error = await error_of(resp)
+        assert error["code"] == "forbidden" and "treasure" not in str(error)
+
+    # Remixable: anyone may read it (and clone it, knowledge included); only the owner still changes it.
+    for persona in (private, public):
+        resp = await client.put(f"{P}/{persona['id']}", json={"remixable": True}, headers=bearer(alice))
+        assert resp.status == 200
+    listed, detail = await reads(public)
+    assert listed.status == 200
+    assert [e["id"] for e in (await listed.json())["items"]] == [entries[public["id"]]["id"]]
+    assert detail.status == 200 and (await detail.json())["content"] == "The treasure is under the oak."
+    await assert_not_found(await reads(private) + await changes(private) + await changes(public))
+
+    for persona in (private, public):
+        assert [e["id"] for e in await list_entries(client, alice, persona)] == [entries[persona["id"]]["id"]]
+
+    # An entry is only reachable under its own persona, even for the owner (and for others).
+    resp = await client.get(url(public, entries[private["id"]]), headers=bearer(bob))
+    assert resp.status == 404
     resp = await client.delete(url(private, entries[public["id"]]), headers=bearer(alice))
     assert resp.status == 404
     resp = await client.get(url(private, entries[public["id"]]), headers=bearer(alice))
@@ -472,8 +502,14 @@ async def test_clone_copies_the_knowledge_base(client: TestClient, settings: Set
     assert len(await list_entries(client, alice, clone)) == 2
     assert await knowledge.relevant_chunks(uuid.UUID(source["id"]), term) == []
 
-    # Someone cloning a public persona gets its knowledge too (SPEC: clone with its knowledge base).
+    # Someone else may clone a public persona only when it is remixable, and then gets its knowledge too
+    # (SPEC §4: clone with its knowledge base; the definition stays the owner's unless remixable).
     await add_text(client, alice, source, "Public lore", f"{term} again.")
+    resp = await client.post(f"{P}/{source['id']}/clone", headers=bearer(bob))
+    assert resp.status == 403 and (await error_of(resp))["code"] == "forbidden"
+    assert (await (await client.get(P, headers=bearer(bob))).json())["items"] == []  # nothing was made
+    resp = await client.put(f"{P}/{source['id']}", json={"remixable": True}, headers=bearer(alice))
+    assert resp.status == 200
     resp = await client.post(f"{P}/{source['id']}/clone", headers=bearer(bob))
     assert resp.status == 201
     bobs = await resp.json()

@@ -1,5 +1,6 @@
-"""Personas over REST: CRUD, plan limits (also under concurrent creates), who may see and change what,
-clone, full-text search, trending and pagination. Real PostgreSQL; no mocks."""
+"""Personas over REST: CRUD, plan limits (also under concurrent creates), who may see and change what
+(a public persona's definition stays its owner's unless remixable), clone, full-text search, trending and
+pagination. Real PostgreSQL; the AI provider is the local fake Gemini; no mocks."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import pytest
 from aiohttp.test_utils import TestClient
+from pydantic import SecretStr
 
+from server.app import create_app
 from server.config import Settings
 from storage.personas import PersonaStore
+from tests.fakes.gemini import Behaviour, FakeGemini
 from tests.helpers import bearer, register
 
 R = "/api/v1/personas"
@@ -25,6 +30,7 @@ PERSONA_FIELDS = {
     "greeting",
     "tags",
     "visibility",
+    "remixable",
     "avatar_file_id",
     "cloned_from",
     "created_at",
@@ -91,7 +97,7 @@ async def test_crud_happy_path(client: TestClient) -> None:
     assert created["owner_id"] == alice["user"]["id"]
     assert created["name"] == "Captain Nemo"
     assert created["tags"] == ["sea", "captain", "submarine"]
-    assert created["visibility"] == "public"
+    assert created["visibility"] == "public" and created["remixable"] is False
     assert created["cloned_from"] is None and created["avatar_file_id"] is None
 
     minimal = await create(client, alice, name="Plain")
@@ -121,6 +127,7 @@ async def test_crud_happy_path(client: TestClient) -> None:
         "greeting": "Hello.",
         "tags": [],
         "visibility": "private",
+        "remixable": True,
     }
     resp = await client.put(f"{R}/{created['id']}", json=full, headers=bearer(alice))
     assert resp.status == 200
@@ -174,6 +181,8 @@ async def test_validation_errors_name_the_field(client: TestClient) -> None:
         ({"name": "A", "tags": ["ok", ""]}, "tags.1"),
         ({"name": "A", "tags": "solo"}, "tags"),
         ({"name": "A", "visibility": "friends"}, "visibility"),
+        ({"name": "A", "remixable": "maybe"}, "remixable"),
+        ({"name": "A", "remixable": None}, "remixable"),
         ({"name": "A\u0000B"}, "name"),  # PostgreSQL text cannot hold NUL: 422, not 500
         ({"name": "A", "tags": ["a\u0000"]}, "tags.0"),
     ]
@@ -189,6 +198,7 @@ async def test_validation_errors_name_the_field(client: TestClient) -> None:
     for body, field in [
         ({"name": None}, "name"),  # null is not "leave as is"
         ({"visibility": "everyone"}, "visibility"),
+        ({"remixable": None}, "remixable"),
         ({"color": "red"}, "color"),
     ]:
         resp = await client.put(f"{R}/{persona['id']}", json=body, headers=bearer(alice))
@@ -314,29 +324,69 @@ async def test_others_cannot_change_a_public_persona(client: TestClient) -> None
     assert await resp.json() == public
 
 
-async def test_public_persona_readable_and_clonable_by_others(client: TestClient) -> None:
+async def trending_item(client: TestClient, session: dict[str, Any], persona_id: str) -> dict[str, Any]:
+    cursor: str | None = None
+    for _ in range(200):
+        params: dict[str, Any] = {"limit": 100, **({"cursor": cursor} if cursor else {})}
+        page = await (await client.get(f"{R}/trending", params=params, headers=bearer(session))).json()
+        found = [item for item in page["items"] if item["id"] == persona_id]
+        if found:
+            return dict(found[0])
+        cursor = page["next_cursor"]
+        assert cursor is not None, "not in trending"
+    raise AssertionError("not in trending")
+
+
+async def test_public_persona_definition_is_the_owners_unless_remixable(client: TestClient) -> None:
     alice, bob = await register(client), await register(client)
+    name, secret = f"Sherlock {word()}", word()
     source = await create(
         client,
         alice,
-        name="Sherlock",
+        name=name,
         description="Consulting detective",
-        personality="Observant.",
+        personality=f"Observant. Secretly fond of {secret}.",
         greeting="You've been in Afghanistan, I perceive.",
         tags=["detective", "london"],
         visibility="public",
     )
+    assert source["remixable"] is False and secret in source["personality"]
+    hidden = {**source, "personality": None}
+
+    # Bob sees what he needs to pick and chat with it; its definition is null on every path that shows it.
     resp = await client.get(f"{R}/{source['id']}", headers=bearer(bob))
     assert resp.status == 200
-    assert await resp.json() == source
+    assert await resp.json() == hidden
+    found = (await search(client, bob, name))["items"]
+    assert [{k: v for k, v in p.items() if k != "score"} for p in found] == [hidden]
+    assert {k: v for k, v in (await trending_item(client, bob, source["id"])).items() if k != "score"} == hidden
+    # Nor can a search probe the definition word by word; the owner's search still finds it by it.
+    assert (await search(client, bob, secret))["items"] == []
+    assert [p["id"] for p in (await search(client, alice, secret))["items"]] == [source["id"]]
+    assert (await search(client, alice, secret))["items"][0]["personality"] == source["personality"]
+    # Cloning would copy the definition: refused, and nothing is made.
+    resp = await client.post(f"{R}/{source['id']}/clone", headers=bearer(bob))
+    assert resp.status == 403, await resp.text()
+    error = await error_of(resp)
+    assert error["code"] == "forbidden" and secret not in str(error)
+    assert await list_all(client, bob) == []
+    # The owner sees everything, as before.
+    assert await (await client.get(f"{R}/{source['id']}", headers=bearer(alice))).json() == source
 
+    # Made remixable, it is open to all: read, search by its personality, clone.
+    resp = await client.put(f"{R}/{source['id']}", json={"remixable": True}, headers=bearer(alice))
+    assert resp.status == 200
+    remixable = await resp.json()
+    assert remixable["remixable"] is True
+    assert await (await client.get(f"{R}/{source['id']}", headers=bearer(bob))).json() == remixable
+    assert [p["personality"] for p in (await search(client, bob, secret))["items"]] == [source["personality"]]
     resp = await client.post(f"{R}/{source['id']}/clone", headers=bearer(bob))
     assert resp.status == 201, await resp.text()
     clone = await resp.json()
     assert clone["id"] != source["id"]
     assert clone["owner_id"] == bob["user"]["id"]
     assert clone["cloned_from"] == source["id"]
-    assert clone["visibility"] == "private"
+    assert clone["visibility"] == "private" and clone["remixable"] is False
     for field in ("name", "description", "personality", "greeting", "tags"):
         assert clone[field] == source[field]
 
@@ -347,7 +397,50 @@ async def test_public_persona_readable_and_clonable_by_others(client: TestClient
     # Bob may change his copy; the source stays as it was.
     resp = await client.put(f"{R}/{clone['id']}", json={"name": "My Sherlock"}, headers=bearer(bob))
     assert resp.status == 200
-    assert await (await client.get(f"{R}/{source['id']}", headers=bearer(alice))).json() == source
+    assert await (await client.get(f"{R}/{source['id']}", headers=bearer(alice))).json() == remixable
+
+    # Not remixable again: hidden again (Bob's copy is his own and keeps its text).
+    resp = await client.put(f"{R}/{source['id']}", json={"remixable": False}, headers=bearer(alice))
+    assert resp.status == 200
+    assert (await (await client.get(f"{R}/{source['id']}", headers=bearer(bob))).json())["personality"] is None
+    assert (await (await client.get(f"{R}/{clone['id']}", headers=bearer(bob))).json())["personality"] == (
+        source["personality"]
+    )
+
+
+@pytest.fixture
+async def gemini_client(aiohttp_client: Any, settings: Settings, gemini: FakeGemini) -> TestClient:
+    update = {"ai_provider": "gemini", "gemini_api_key": SecretStr("k"), "gemini_base_url": gemini.url}
+    return await aiohttp_client(create_app(settings.model_copy(update=update)))
+
+
+async def test_a_hidden_definition_still_answers_whoever_chats(gemini_client: TestClient, gemini: FakeGemini) -> None:
+    client = gemini_client
+    alice, bob = await register(client), await register(client)
+    trait, lore = word(), word()
+    persona = await create(
+        client, alice, name="Ada", personality=f"You speak only of the {trait} engine.", visibility="public"
+    )
+    resp = await client.post(
+        f"{R}/{persona['id']}/knowledge",
+        json={"title": "Lore", "content": f"The {lore} gear turns twice a day."},
+        headers=bearer(alice),
+    )
+    assert resp.status == 201
+    assert (await (await client.get(f"{R}/{persona['id']}", headers=bearer(bob))).json())["personality"] is None
+
+    resp = await client.post("/api/v1/chat/sessions", json={"persona_id": persona["id"]}, headers=bearer(bob))
+    assert resp.status == 201, await resp.text()
+    chat = await resp.json()
+    gemini.then(Behaviour(tokens=["As ", "Ada."]))
+    message = {"session_id": chat["id"], "client_id": str(uuid.uuid4()), "content": f"How does the {lore} gear go?"}
+    resp = await client.post("/api/v1/ai/generate", json=message, headers=bearer(bob))
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["content"] == "As Ada."
+    # The provider got the whole definition (personality and the matching knowledge), Bob only the reply.
+    system = gemini.calls[-1].body["systemInstruction"]["parts"][0]["text"]
+    assert f"You speak only of the {trait} engine." in system
+    assert f"The {lore} gear turns twice a day." in system
 
 
 async def test_owner_can_clone_own_private_persona(client: TestClient) -> None:
@@ -568,3 +661,14 @@ async def test_openapi_lists_persona_routes(client: TestClient) -> None:
     ref = create_op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     schema = doc["components"]["schemas"][ref.rsplit("/", 1)[1]]
     assert schema["required"] == ["name"] and schema["additionalProperties"] is False
+    assert schema["properties"]["remixable"] == {
+        **schema["properties"]["remixable"],
+        "type": "boolean",
+        "default": False,
+    }
+    # The response documents that a definition field may be null, and when.
+    out = doc["components"]["schemas"]["PersonaOut"]
+    assert {"type": "null"} in out["properties"]["personality"]["anyOf"]
+    assert "remixable" in out["properties"]["personality"]["description"]
+    assert {"personality", "remixable"} <= set(out["required"])
+    assert "403" in paths[f"{R}/{{id}}/clone"]["post"]["responses"]

@@ -123,7 +123,26 @@ async def test_non_admin_cannot_ban(client: TestClient) -> None:
     assert (await client.get("/api/v1/auth/me", headers=bearer(bob))).status == 200
 
 
+class RefusalRecorder(socketio.AsyncClient):
+    """Keeps what each `connect_error` carried. AsyncSimpleClient makes its AsyncClient inside connect() and
+    raises only a generic ConnectionError, so this is where a simple client's user finds the reason."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.refusals: list[Any] = []
+        self.on("connect_error", self.refusals.append)
+
+
+class RecordingSimpleClient(socketio.AsyncSimpleClient):
+    client_class = RefusalRecorder
+
+
 async def test_socketio_client_sees_reason_via_simple_client(client: TestClient) -> None:
-    simple = socketio.AsyncSimpleClient()
+    simple = RecordingSimpleClient()
     with pytest.raises(socketio.exceptions.ConnectionError):
         await simple.connect(str(client.make_url("")), auth={"token": "bad"}, transports=["websocket"])
+    assert isinstance(simple.client, RefusalRecorder) and not simple.connected
+    # Refused for the token, with the stable code and a message a person can read, not any connection error.
+    [refusal] = simple.client.refusals
+    assert isinstance(refusal, dict) and refusal.get("data") == {"code": "invalid_token"}, refusal
+    assert "token" in str(refusal.get("message")).lower(), refusal

@@ -180,25 +180,37 @@ async def test_stop_before_first_token_refunds(
     user = await register(client)
     chat = await make_chat(client, user)
     sio = socketio.AsyncClient(reconnection=False)
-    inbox = Inbox(sio, "ai:start", "ai:done")
+    inbox = Inbox(sio, "ai:start", "ai:done", "quota")
     await connect_socket(client, user["access_token"], sio=sio)
     sockets.append(sio)
     await sio.call("chat:join", {"session_id": chat["id"]})
+
+    async def usage() -> tuple[int, int]:
+        current = await (await client.get("/api/v1/usage/current", headers=bearer(user))).json()
+        return current["used_today"], current["remaining"]
+
+    assert await usage() == (0, 10)
     gemini.then(Behaviour(tokens=["late"], delay=3.0))
-    await sio.call("message:send", msg(chat, "stop me"))
+    ack = await sio.call("message:send", msg(chat, "stop me"))
+    assert ack["ok"], ack
+    # Charged first: the ack comes after the commit that used one of today's 10 messages.
+    assert await usage() == (1, 9)
     for _ in range(200):
         if inbox["ai:start"]:
             break
         await asyncio.sleep(0.02)
-    await sio.call("ai:stop", {"stream_id": inbox["ai:start"][0]["stream_id"]})
+    stop = await sio.call("ai:stop", {"stream_id": inbox["ai:start"][0]["stream_id"]})
+    assert stop["ok"], stop
     for _ in range(200):
-        if inbox["ai:done"]:
+        if inbox["ai:done"] and len(inbox["quota"]) == 2:
             break
         await asyncio.sleep(0.02)
     await asyncio.sleep(0.2)
-    assert inbox["ai:done"][0]["message"]["status"] == "stopped"
-    current = await (await client.get("/api/v1/usage/current", headers=bearer(user))).json()
-    assert current["used_today"] == 0
+    # Stopped before any token: nothing was generated, and the charge came back.
+    reply = inbox["ai:done"][0]["message"]
+    assert reply["status"] == "stopped" and reply["content"] == ""
+    assert await usage() == (0, 10)
+    assert [q["remaining"] for q in inbox["quota"]] == [9, 10]
 
 
 async def test_quota_day_follows_the_users_time_zone(quota_client: TestClient) -> None:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from uuid import UUID
 
 from aiohttp import web
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema
 
 from handlers.api import Api, path_uuid
 from handlers.schemas import Strict, UserOut
 from server.billing_wiring import SUBSCRIPTION_SERVICE
-from server.errors import ValidationFailed
 from server.keys import ADMIN_SERVICE, CREDIT_SERVICE
+from server.validation import Bigint, UtcDatetime
 from storage.users import UserRow, public_user
 
 api = Api("admin")
@@ -23,8 +24,22 @@ class BanIn(Strict):
     reason: str | None = Field(default=None, max_length=500)
 
 
+def _not_zero(amount: int) -> int:
+    if amount == 0:
+        raise ValueError("must not be 0")
+    return amount
+
+
 class GrantIn(Strict):
-    amount: int = Field(ge=-1_000_000, le=1_000_000)
+    amount: Annotated[
+        int,
+        Field(ge=-1_000_000, le=1_000_000, description="Credits to add (negative: to take back); not 0"),
+        AfterValidator(_not_zero),
+        WithJsonSchema(
+            {"type": "integer", "minimum": -1_000_000, "maximum": 1_000_000, "not": {"const": 0}},
+            mode="validation",
+        ),
+    ]
     idempotency_key: str = Field(min_length=1, max_length=100)
     note: str | None = Field(default=None, max_length=500)
 
@@ -37,7 +52,7 @@ class GrantOut(BaseModel):
 class UserQuery(Strict):
     q: str | None = Field(default=None, max_length=200)
     limit: int = Field(default=50, ge=1, le=200)
-    cursor: str | None = None
+    cursor: UtcDatetime | None = Field(default=None, description="next_cursor of the previous page")
 
 
 class UserPage(BaseModel):
@@ -57,7 +72,7 @@ class AuditEntry(BaseModel):
 
 class AuditQuery(Strict):
     limit: int = Field(default=50, ge=1, le=200)
-    cursor: str | None = None
+    cursor: Bigint | None = Field(default=None, description="next_cursor of the previous page")
 
 
 class AuditPage(BaseModel):
@@ -67,13 +82,7 @@ class AuditPage(BaseModel):
 
 @api.route("GET", f"{P}/users", summary="Search users (admin)", query=UserQuery, response=UserPage)
 async def list_users(request: web.Request, user: UserRow, query: UserQuery) -> dict[str, Any]:
-    before = None
-    if query.cursor:
-        try:
-            before = datetime.fromisoformat(query.cursor)
-        except ValueError as err:
-            raise ValidationFailed("cursor: invalid", details=[{"field": "cursor", "message": "invalid"}]) from err
-    rows = await request.app[ADMIN_SERVICE].search_users(user, query=query.q, before=before, limit=query.limit)
+    rows = await request.app[ADMIN_SERVICE].search_users(user, query=query.q, before=query.cursor, limit=query.limit)
     cursor = rows[-1].created_at.isoformat() if len(rows) == query.limit else None
     return {"items": [public_user(r) for r in rows], "next_cursor": cursor}
 
@@ -98,8 +107,7 @@ async def unban_user(request: web.Request, user: UserRow) -> dict[str, Any]:
 
 @api.route("GET", f"{P}/audit-log", summary="Admin actions, newest first (admin)", query=AuditQuery, response=AuditPage)
 async def audit_log(request: web.Request, user: UserRow, query: AuditQuery) -> dict[str, Any]:
-    before = int(query.cursor) if query.cursor and query.cursor.isdigit() else None
-    rows = await request.app[ADMIN_SERVICE].audit_log(user, before_id=before, limit=query.limit)
+    rows = await request.app[ADMIN_SERVICE].audit_log(user, before_id=query.cursor, limit=query.limit)
     items = [{**r.__dict__, "actor_id": str(r.actor_id) if r.actor_id else None} for r in rows]
     return {"items": items, "next_cursor": str(rows[-1].id) if len(rows) == query.limit else None}
 
@@ -115,8 +123,6 @@ async def audit_log(request: web.Request, user: UserRow, query: AuditQuery) -> d
 async def grant_credits(request: web.Request, user: UserRow, body: GrantIn) -> dict[str, Any]:
     """Idempotent by `idempotency_key` (a retried grant is `applied: false`); a negative amount takes
     credits back but never below zero (402 `insufficient_credits`). Audited."""
-    if body.amount == 0:
-        raise ValidationFailed("amount: must not be 0", details=[{"field": "amount", "message": "zero"}])
     balance, applied = await request.app[CREDIT_SERVICE].admin_grant(
         user, path_uuid(request), amount=body.amount, idempotency_key=body.idempotency_key, note=body.note
     )
@@ -125,11 +131,13 @@ async def grant_credits(request: web.Request, user: UserRow, body: GrantIn) -> d
 
 class PlanIn(Strict):
     plan: Literal["free", "premium"]
-    until: datetime | None = None
+    until: UtcDatetime | None = None
 
 
-class PlanOut(BaseModel):
-    user_id: str
+class AdminPlanOut(BaseModel):
+    """The plan a user has after an admin grant (not the catalogue's PlanOut)."""
+
+    user_id: UUID
     plan: str
 
 
@@ -138,7 +146,7 @@ class PlanOut(BaseModel):
     f"{P}/users/{{id}}/plan",
     summary="Grant or end an admin plan (admin)",
     body=PlanIn,
-    response=PlanOut,
+    response=AdminPlanOut,
     errors=(404,),
 )
 async def set_plan(request: web.Request, user: UserRow, body: PlanIn) -> dict[str, Any]:

@@ -4,7 +4,7 @@ sentiment and prompt enhancement. Sending goes through ChatService exactly like 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from aiohttp import web
@@ -13,10 +13,11 @@ from pydantic import BaseModel, Field
 
 from handlers.api import Api, path_uuid
 from handlers.chat import MessageOut
-from handlers.schemas import Strict
+from handlers.schemas import MessageContent, Strict
 from providers.ai.base import ProviderError
-from server.errors import AppError, Conflict, NotFound, ValidationFailed
+from server.errors import AppError, Conflict, NotFound
 from server.keys import AI_TOOLS, CHAT_SERVICE, REPLY_SERVICE, SETTINGS
+from server.validation import INT64_MAX, Bigint, whole_number
 from services.replies import ReplyService
 from services.stream_buffer import StreamGone
 from storage.chat import MessageRow, public_message
@@ -29,7 +30,7 @@ P = "/api/v1/ai"
 class ChatIn(Strict):
     session_id: UUID
     client_id: UUID
-    content: str = Field(min_length=1, max_length=200_000)
+    content: MessageContent
 
 
 class TextIn(Strict):
@@ -44,8 +45,21 @@ class EnhanceOut(BaseModel):
     text: str
 
 
+class ReplyEvent(BaseModel):
+    """One Server-Sent Event of a reply stream. `data` is JSON: `start` {stream_id, session_id, reply_to,
+    message}, `chunk` {stream_id, index, text}, `done` {stream_id, message, usage}, `error` {stream_id,
+    code, message}."""
+
+    event: Literal["start", "chunk", "done", "error"]
+    data: str = Field(json_schema_extra={"contentMediaType": "application/json"})
+    id: str | None = Field(default=None, pattern=r"^[0-9]+$", description="The chunk index (`chunk` events)")
+
+
+LastEventId = Annotated[int, Field(ge=0, le=INT64_MAX - 1)]
+
+
 class ResumeQuery(Strict):
-    from_index: int | None = Field(default=None, ge=0)
+    from_index: Bigint | None = None
 
 
 def _provider_error(err: ProviderError) -> AppError:
@@ -127,7 +141,7 @@ async def _stream_sse(
     f"{P}/stream",
     summary="Send a message and stream the reply (SSE)",
     body=ChatIn,
-    response=str,
+    response=ReplyEvent,
     content_type="text/event-stream",
     errors=(404, 409, 429),
 )
@@ -150,23 +164,22 @@ async def stream(request: web.Request, user: UserRow, body: ChatIn) -> web.Strea
     f"{P}/stream/{{stream_id}}",
     summary="Resume a reply stream (SSE)",
     query=ResumeQuery,
-    response=str,
+    response=ReplyEvent,
     content_type="text/event-stream",
     errors=(404,),
+    header_params={"Last-Event-ID": (LastEventId, "The last chunk index received (`from_index` wins over it)")},
 )
 async def resume_stream(request: web.Request, user: UserRow, query: ResumeQuery) -> web.StreamResponse:
     """Continues after the `Last-Event-ID` header (the last chunk index received) or from `from_index`."""
     stream_id = str(path_uuid(request, "stream_id"))
     replies = request.app[REPLY_SERVICE]
     await replies.owned_stream(user, stream_id)
-    from_index = query.from_index or 0
     last_event = request.headers.get("Last-Event-ID")
-    if last_event is not None and query.from_index is None:
-        if not last_event.isdigit():
-            raise ValidationFailed(
-                "Last-Event-ID: must be a chunk index", details=[{"field": "Last-Event-ID", "message": "not a number"}]
-            )
-        from_index = int(last_event) + 1
+    after = None if last_event is None else whole_number(last_event, field="Last-Event-ID", maximum=INT64_MAX - 1)
+    if query.from_index is not None:
+        from_index = query.from_index
+    else:
+        from_index = 0 if after is None else after + 1
     return await _stream_sse(request, replies, stream_id, from_index, None)
 
 

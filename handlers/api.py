@@ -6,22 +6,27 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 from uuid import UUID
 
+import structlog
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter
 
-from server.errors import AppError, BadRequest, PayloadTooLarge, Unauthorized, ValidationFailed
-from server.keys import SETTINGS
-from server.validation import parse
+from server.errors import AppError, PayloadTooLarge, Unauthorized, ValidationFailed
+from server.keys import AUTH_SERVICE, SETTINGS
+from server.validation import in_database_range, load_json, parse
 from storage.users import UserRow
 
 Handler = Callable[..., Awaitable[Any]]
 M = TypeVar("M", bound=BaseModel)
 USER_KEY = "user"
+# What the authentication middleware read from the Authorization header: a bearer token, or the error
+# that endpoints needing a user answer (public endpoints never look, so a stale header cannot hurt them).
+CREDENTIALS_KEY = "credentials"
 
 
 @dataclass
@@ -36,16 +41,27 @@ class Endpoint:
     response: Any = None
     status: int = 200
     auth: bool = True
+    # Error statuses the handler or its service answer, beyond those the declaration implies (see
+    # handlers.openapi: 401/403/503 with auth, 400/413/422 with a body, 422 with a query or path id).
     errors: tuple[int, ...] = ()
     content_type: str = "application/json"
-    extra_responses: dict[str, Any] = field(default_factory=dict)
+    # Other answers than `status`: status -> the response type (None: no body).
+    other_statuses: dict[int, Any] = field(default_factory=dict)
+    # Other media types `status` may come as: content type -> the response type.
+    other_content: dict[str, Any] = field(default_factory=dict)
+    # Path parameters that are not UUIDs (every other `{name}` is one): name -> type.
+    path_params: dict[str, Any] = field(default_factory=dict)
+    # Bodies a handler reads itself (multipart uploads), for the document: content type -> model.
+    body_content: dict[str, Any] = field(default_factory=dict)
+    # Request headers a handler reads, for the document: name -> (type, description).
+    header_params: dict[str, tuple[Any, str]] = field(default_factory=dict)
 
     def adapter(self) -> TypeAdapter[Any] | None:
         return TypeAdapter(self.response) if self.response is not None else None
 
 
 class Api:
-    """A group of endpoints (one per handlers/ module), added to the app by `register(app)`."""
+    """A group of endpoints (one per handlers/ module), added to the app by `register_apis`."""
 
     def __init__(self, tag: str) -> None:
         self.tag = tag
@@ -64,19 +80,79 @@ class Api:
         auth: bool = True,
         errors: tuple[int, ...] = (),
         content_type: str = "application/json",
+        other_statuses: dict[int, Any] | None = None,
+        other_content: dict[str, Any] | None = None,
+        path_params: dict[str, Any] | None = None,
+        body_content: dict[str, Any] | None = None,
+        header_params: dict[str, tuple[Any, str]] | None = None,
     ) -> Callable[[Handler], Handler]:
         def decorate(fn: Handler) -> Handler:
             self.endpoints.append(
-                Endpoint(method, path, fn, summary, self.tag, body, query, response, status, auth, errors, content_type)
+                Endpoint(
+                    method,
+                    path,
+                    fn,
+                    summary,
+                    self.tag,
+                    body,
+                    query,
+                    response,
+                    status,
+                    auth,
+                    errors,
+                    content_type,
+                    other_statuses or {},
+                    other_content or {},
+                    path_params or {},
+                    body_content or {},
+                    header_params or {},
+                )
             )
             return fn
 
         return decorate
 
-    def register(self, app: web.Application, *, json_max_bytes: int) -> None:
-        for endpoint in self.endpoints:
-            view = _make_view(endpoint, json_max_bytes)
-            app.router.add_route(endpoint.method, endpoint.path, view)
+
+def register_apis(app: web.Application, apis: list[Api], *, json_max_bytes: int) -> None:
+    """Adds every endpoint to the app's router. A path variable never captures a literal segment that
+    another route has in its place: `/personas/search` is the search, never the persona with id "search",
+    so the Allow header of a 405 lists what the path really offers, and GET /personas/import is a 405
+    rather than a 422 about an id."""
+    endpoints = [endpoint for api in apis for endpoint in api.endpoints]
+    paths = [endpoint.path for endpoint in endpoints]
+    for endpoint in endpoints:
+        app.router.add_route(
+            endpoint.method, _route_pattern(endpoint.path, paths), _make_view(endpoint, json_max_bytes)
+        )
+
+
+def _is_variable(segment: str) -> bool:
+    return segment.startswith("{") and segment.endswith("}")
+
+
+def _route_pattern(path: str, paths: list[str]) -> str:
+    """`path` with each variable constrained to exclude the literals other same-shaped paths have there."""
+    segments = path.split("/")
+    others = [p.split("/") for p in paths if p != path and p.count("/") == path.count("/")]
+    out = []
+    for index, segment in enumerate(segments):
+        literals = sorted(
+            {
+                other[index]
+                for other in others
+                if not _is_variable(other[index])
+                and all(
+                    a == b or _is_variable(a) or _is_variable(b)
+                    for k, (a, b) in enumerate(zip(segments, other, strict=True))
+                    if k != index
+                )
+            }
+        )
+        if _is_variable(segment) and literals:
+            exclude = "|".join(re.escape(literal) for literal in literals)
+            segment = f"{{{segment[1:-1]}:(?!(?:{exclude})(?:/|$))[^{{}}/]+}}"
+        out.append(segment)
+    return "/".join(out)
 
 
 def _make_view(endpoint: Endpoint, json_max_bytes: int) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -85,11 +161,11 @@ def _make_view(endpoint: Endpoint, json_max_bytes: int) -> Callable[[web.Request
     async def view(request: web.Request) -> web.StreamResponse:
         kwargs: dict[str, Any] = {}
         if endpoint.auth:
-            kwargs["user"] = current_user(request)
+            kwargs["user"] = await current_user(request)
         if endpoint.body is not None:
             kwargs["body"] = parse_model(endpoint.body, await read_json(request, json_max_bytes))
         if endpoint.query is not None:
-            kwargs["query"] = parse_model(endpoint.query, dict(request.query))
+            kwargs["query"] = parse(endpoint.query, dict(request.query), root="query")
         result = await endpoint.handler(request, **kwargs)
         if isinstance(result, web.StreamResponse):
             return result
@@ -104,11 +180,20 @@ def _make_view(endpoint: Endpoint, json_max_bytes: int) -> Callable[[web.Request
     return view
 
 
-def current_user(request: web.Request) -> UserRow:
+async def current_user(request: web.Request) -> UserRow:
+    """The signed-in user (checked once per request), or 401 with the reason the token was refused."""
     user = request.get(USER_KEY)
-    if user is None:
+    if user is not None:
+        return cast(UserRow, user)
+    credentials = request.get(CREDENTIALS_KEY)
+    if credentials is None:
         raise Unauthorized("sign in first: send Authorization: Bearer <access token>")
-    return cast(UserRow, user)
+    if isinstance(credentials, AppError):
+        raise credentials
+    user = await request.app[AUTH_SERVICE].authenticate(credentials)
+    request[USER_KEY] = user
+    structlog.contextvars.bind_contextvars(user_id=str(user.id))
+    return user
 
 
 async def read_json(request: web.Request, limit: int) -> Any:
@@ -119,14 +204,12 @@ async def read_json(request: web.Request, limit: int) -> Any:
         raise PayloadTooLarge(f"body is larger than {limit} bytes")
     if not raw:
         return {}
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise BadRequest("body is not valid JSON", code="invalid_json") from err
+    return load_json(raw)
 
 
 def parse_model(model: type[M], data: Any) -> M:
-    return parse(model, data, root="body")
+    """A JSON body (from read_json) as `model`: JSON types as the schema says them, 422 naming the field."""
+    return parse(model, data, root="body", json_types=True)
 
 
 def path_uuid(request: web.Request, name: str = "id") -> UUID:
@@ -143,16 +226,21 @@ def encode_cursor(position: BaseModel) -> str:
 
 def decode_cursor(cursor: str | None, model: type[M]) -> M | None:
     """The position in a cursor made by `encode_cursor`; None for no cursor; 422 naming `cursor` if it
-    was not made by us (or was made for another list)."""
+    was not made by us (or was made for another list, or holds a number or time the database cannot take:
+    ours never do)."""
     if cursor is None:
         return None
+    invalid = ValidationFailed(
+        "cursor: invalid", details=[{"field": "cursor", "message": "not a cursor from this list"}]
+    )
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        return model.model_validate_json(raw)
+        position = model.model_validate_json(raw)
     except ValueError as err:  # bad base64, bad JSON, wrong shape: all ValueErrors
-        raise ValidationFailed(
-            "cursor: invalid", details=[{"field": "cursor", "message": "not a cursor from this list"}]
-        ) from err
+        raise invalid from err
+    if not in_database_range(position):
+        raise invalid
+    return position
 
 
 def error_response(err: AppError, request_id: str | None = None) -> web.Response:

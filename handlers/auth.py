@@ -8,7 +8,7 @@ from aiohttp import web
 from pydantic import EmailStr, Field
 
 from handlers.api import Api, client_ip
-from handlers.schemas import SessionOut, Strict, UserOut
+from handlers.schemas import AuthSessionOut, Strict, TimeZoneName, UserOut
 from server.keys import AUTH_SERVICE
 from services.auth import Session
 from storage.users import UserRow, public_user
@@ -37,13 +37,13 @@ class FirebaseIn(Strict):
     id_token: str = Field(min_length=1, max_length=8192)
 
 
-class FirebaseSessionOut(SessionOut):
+class FirebaseSessionOut(AuthSessionOut):
     created: bool
 
 
 class ProfileIn(Strict):
     display_name: str | None = Field(default=None, min_length=1, max_length=80)
-    timezone: str | None = Field(default=None, min_length=1, max_length=64)
+    timezone: TimeZoneName | None = None
 
 
 class PasswordIn(Strict):
@@ -65,14 +65,16 @@ def session_body(session: Session) -> dict[str, Any]:
     f"{P}/register",
     summary="Create an account",
     body=RegisterIn,
-    response=SessionOut,
+    response=AuthSessionOut,
     status=201,
     auth=False,
     errors=(409, 429),
 )
 async def register(request: web.Request, body: RegisterIn) -> dict[str, Any]:
+    """Limited per client address (REGISTER_RATE_PER_HOUR). The account gets the `user` role, whatever
+    the email: admins are made by `python -m server users promote EMAIL` (see docs/auth.md)."""
     session = await request.app[AUTH_SERVICE].register(
-        email=str(body.email), password=body.password, display_name=body.display_name
+        email=str(body.email), password=body.password, display_name=body.display_name, ip=client_ip(request)
     )
     return session_body(session)
 
@@ -82,7 +84,7 @@ async def register(request: web.Request, body: RegisterIn) -> dict[str, Any]:
     f"{P}/login",
     summary="Sign in with email and password",
     body=LoginIn,
-    response=SessionOut,
+    response=AuthSessionOut,
     auth=False,
     errors=(401, 403, 429),
 )
@@ -98,17 +100,20 @@ async def login(request: web.Request, body: LoginIn) -> dict[str, Any]:
     f"{P}/refresh",
     summary="Rotate a refresh token",
     body=RefreshIn,
-    response=SessionOut,
+    response=AuthSessionOut,
     auth=False,
     errors=(401, 403),
 )
 async def refresh(request: web.Request, body: RefreshIn) -> dict[str, Any]:
-    """The presented token stops working. Presenting an already-rotated token revokes its whole family."""
+    """The presented token stops working. Presented again within REFRESH_REUSE_GRACE_SECONDS it returns
+    the same new pair; later, it revokes the whole session (`token_reused`): every refresh token of the
+    family, and its access tokens (`session_ended`)."""
     return session_body(await request.app[AUTH_SERVICE].refresh(body.refresh_token))
 
 
 @api.route("POST", f"{P}/logout", summary="End this session (revoke the refresh token)", body=RefreshIn, status=204)
 async def logout(request: web.Request, user: UserRow, body: RefreshIn) -> None:
+    """The refresh token's session ends: its refresh tokens and its access tokens stop working."""
     await request.app[AUTH_SERVICE].logout(user, body.refresh_token)
 
 
@@ -168,7 +173,9 @@ async def update_me(request: web.Request, user: UserRow, body: ProfileIn) -> dic
     return public_user(updated)
 
 
-@api.route("POST", f"{P}/password", summary="Change (or first set) the password", body=PasswordIn, response=SessionOut)
+@api.route(
+    "POST", f"{P}/password", summary="Change (or first set) the password", body=PasswordIn, response=AuthSessionOut
+)
 async def change_password(request: web.Request, user: UserRow, body: PasswordIn) -> dict[str, Any]:
     """Every other session ends; the answer carries fresh tokens for this one."""
     session = await request.app[AUTH_SERVICE].change_password(

@@ -7,11 +7,12 @@ from typing import Any
 from uuid import UUID
 
 from aiohttp import web
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 
 from handlers.api import Api, decode_cursor, encode_cursor, path_uuid
-from handlers.schemas import Strict
+from handlers.schemas import MessageContent, Strict
 from server.keys import CHAT_SERVICE
+from server.validation import Bigint, PositiveBigint
 from storage.chat import public_message, public_session
 from storage.users import UserRow
 
@@ -79,15 +80,9 @@ class SessionPage(BaseModel):
 
 
 class HistoryQuery(Strict):
-    after_seq: int | None = Field(default=None, ge=0)
-    before_seq: int | None = Field(default=None, ge=1)
+    after_seq: Bigint | None = Field(default=None, description="Messages after this seq, oldest first")
+    before_seq: PositiveBigint | None = Field(default=None, description="Messages before this seq, newest page")
     limit: int = Field(default=50, ge=1, le=200)
-
-    @model_validator(mode="after")
-    def _one_direction(self) -> HistoryQuery:
-        if self.after_seq is not None and self.before_seq is not None:
-            raise ValueError("give after_seq or before_seq, not both")
-        return self
 
 
 class MessagePage(BaseModel):
@@ -97,7 +92,7 @@ class MessagePage(BaseModel):
 
 class SendIn(Strict):
     client_id: UUID
-    content: str = Field(min_length=1, max_length=200_000)
+    content: MessageContent
 
 
 @api.route("GET", P, summary="My chat sessions, pinned first, then most recent", query=ListQuery, response=SessionPage)
@@ -156,14 +151,25 @@ async def delete_session(request: web.Request, user: UserRow) -> None:
 )
 async def history(request: web.Request, user: UserRow, query: HistoryQuery) -> dict[str, Any]:
     """`after_seq` (default 0) pages forward: pass `next_cursor` as the next `after_seq`. `before_seq`
-    pages backward from the newest: pass `next_cursor` as the next `before_seq`. Items are always in
-    ascending seq order."""
+    pages backward from the newest: pass `next_cursor` as the next `before_seq`. Both: the messages
+    between them, paged forward (pass `next_cursor` as the next `after_seq`, keep `before_seq`). Items
+    are always in ascending seq order."""
+    window = query.after_seq is not None and query.before_seq is not None
     rows = await request.app[CHAT_SERVICE].history(
-        user, path_uuid(request), after_seq=query.after_seq, before_seq=query.before_seq, limit=query.limit
+        user,
+        path_uuid(request),
+        after_seq=query.after_seq,
+        before_seq=None if window else query.before_seq,
+        limit=query.limit,
     )
+    more = len(rows) == query.limit
+    if window:
+        assert query.before_seq is not None
+        kept = [m for m in rows if m.seq < query.before_seq]
+        more, rows = more and len(kept) == len(rows), kept  # seq is gap-free: a cut means the end
     cursor = None
-    if len(rows) == query.limit:
-        cursor = str(rows[0].seq if query.before_seq is not None else rows[-1].seq)
+    if more:
+        cursor = str(rows[0].seq if query.before_seq is not None and not window else rows[-1].seq)
     return {"items": [public_message(m) for m in rows], "next_cursor": cursor}
 
 
@@ -174,6 +180,7 @@ async def history(request: web.Request, user: UserRow, query: HistoryQuery) -> d
     body=SendIn,
     response=MessageOut,
     status=201,
+    other_statuses={200: MessageOut},
     errors=(404, 429),
 )
 async def send_message(request: web.Request, user: UserRow, body: SendIn) -> Any:

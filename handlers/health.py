@@ -30,7 +30,14 @@ async def healthz(request: web.Request) -> dict[str, Any]:
     return {"status": "ok"}
 
 
-@api.route("GET", "/readyz", summary="Database and Redis reachability", response=Readiness, auth=False, errors=(503,))
+@api.route(
+    "GET",
+    "/readyz",
+    summary="Database and Redis reachability",
+    response=Readiness,
+    auth=False,
+    other_statuses={503: Readiness},
+)
 async def readyz(request: web.Request) -> web.Response:
     """503 when PostgreSQL is unreachable. Redis down is `degraded`: the node keeps serving alone."""
     database = "ok"

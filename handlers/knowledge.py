@@ -1,5 +1,5 @@
-"""REST: /api/v1/personas/{id}/knowledge (a persona's knowledge base, its owner's only),
-/personas/import and /personas/{id}/export (Character Cards).
+"""REST: /api/v1/personas/{id}/knowledge (a persona's knowledge base: its owner changes it; others read it
+only when the persona is public and remixable), /personas/import and /personas/{id}/export (Character Cards).
 
 Uploads are multipart, read part by part and refused with 413 as soon as a file passes the size limit:
 a request never buffers more than the limit. What a file is gets decided from its bytes, never its name."""
@@ -44,6 +44,23 @@ class KnowledgeTextIn(Strict):
 
 class KnowledgeFileFields(Strict):
     title: Title | None = None
+
+
+class KnowledgeFileIn(BaseModel):
+    """The multipart form of POST /personas/{id}/knowledge."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: bytes = Field(description="TXT, Markdown or PDF, at most UPLOAD_MAX_BYTES; the type comes from the content")
+    title: str | None = Field(default=None, max_length=200, description="Left out or blank: the file's name")
+
+
+class CardUpload(BaseModel):
+    """The multipart form of POST /personas/import."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: bytes = Field(description="A Character Card: a PNG carrying one, or its JSON (V1, V2 or V3)")
 
 
 class KnowledgeEntryOut(BaseModel):
@@ -198,13 +215,14 @@ async def _read_part(part: BodyPartReader, limit: int, *, what: str) -> bytes:
 @api.route(
     "GET",
     f"{P}/{{id}}/knowledge",
-    summary="My persona's knowledge entries, newest first",
+    summary="A persona's knowledge entries (mine, or public and remixable), newest first",
     query=KnowledgeListQuery,
     response=KnowledgePage,
-    errors=(404,),
+    errors=(403, 404),
 )
 async def list_knowledge(request: web.Request, user: UserRow, query: KnowledgeListQuery) -> dict[str, Any]:
-    """Owner only (anyone else: 404, even for a public persona). Entries without their text."""
+    """Entries without their text. Someone else's public persona that is not remixable: 403 `forbidden`; a
+    private one: 404."""
     position = decode_cursor(query.cursor, _Keyset)
     before = (position.created_at, position.id) if position is not None else None
     page = await request.app[KNOWLEDGE_SERVICE].list_entries(user, path_uuid(request), before=before, limit=query.limit)
@@ -221,7 +239,8 @@ async def list_knowledge(request: web.Request, user: UserRow, query: KnowledgeLi
     summary="Add knowledge to my persona: a text, or a TXT/Markdown/PDF file",
     response=KnowledgeEntryOut,
     status=201,
-    errors=(404, 413, 415, 422),
+    errors=(400, 404, 413, 415, 422),
+    body_content={"application/json": KnowledgeTextIn, "multipart/form-data": KnowledgeFileIn},
 )
 async def add_knowledge(request: web.Request, user: UserRow) -> dict[str, Any]:
     """Two forms of request:
@@ -253,11 +272,12 @@ async def add_knowledge(request: web.Request, user: UserRow) -> dict[str, Any]:
 @api.route(
     "GET",
     f"{P}/{{id}}/knowledge/{{entry_id}}",
-    summary="One knowledge entry of my persona, with its text",
+    summary="One knowledge entry, with its text (mine, or of a public and remixable persona)",
     response=KnowledgeEntryDetail,
-    errors=(404,),
+    errors=(403, 404),
 )
 async def get_knowledge(request: web.Request, user: UserRow) -> dict[str, Any]:
+    """Someone else's public persona that is not remixable: 403 `forbidden`; a private one: 404."""
     document = await request.app[KNOWLEDGE_SERVICE].get_entry(user, path_uuid(request), path_uuid(request, "entry_id"))
     return {**public_entry(document.entry), "content": document.content}
 
@@ -282,7 +302,8 @@ async def delete_knowledge(request: web.Request, user: UserRow) -> None:
     summary="Import a Character Card (PNG or JSON) as a new private persona",
     response=ImportOut,
     status=201,
-    errors=(403, 413, 415, 422),
+    errors=(400, 403, 413, 415, 422),
+    body_content={"multipart/form-data": CardUpload},
 )
 async def import_card(request: web.Request, user: UserRow) -> dict[str, Any]:
     """`multipart/form-data` with a `file` part: a PNG carrying a card (text chunk `ccv3` or `chara`) or a
@@ -295,7 +316,7 @@ async def import_card(request: web.Request, user: UserRow) -> dict[str, Any]:
     upload = await read_upload(request, limit=knowledge.upload_max_bytes)
     imported = await knowledge.import_card(user, upload.data)
     return {
-        "persona": public_persona(imported.persona),
+        "persona": public_persona(imported.persona, viewer_id=user.id),
         "knowledge_entries": imported.knowledge_entries,
         "truncated": imported.truncated,
     }
@@ -304,16 +325,18 @@ async def import_card(request: web.Request, user: UserRow) -> dict[str, Any]:
 @api.route(
     "GET",
     f"{P}/{{id}}/export",
-    summary="Export a persona (mine or public) as a Character Card",
+    summary="Export a persona (mine, or public and remixable) as a Character Card",
     query=ExportQuery,
     response=CharacterCardOut,
-    errors=(404,),
+    other_content={"image/png": bytes},
+    errors=(403, 404),
 )
 async def export_card(request: web.Request, user: UserRow, query: ExportQuery) -> web.Response:
     """`format=json` (default): Character Card V2 JSON. `format=png`: a placeholder portrait carrying the
     card as V2 (`chara` chunk) and V3 (`ccv3` chunk), which SillyTavern and most card tools import. Sent
-    as an attachment. The persona's knowledge goes into the card's character book when the owner exports
-    it; others get the persona alone."""
+    as an attachment. The persona's knowledge goes into the card's character book. A card is the persona's
+    whole definition: someone else's public persona that is not remixable is 403 `forbidden`; a private one
+    404."""
     exported = await request.app[KNOWLEDGE_SERVICE].export_card(user, path_uuid(request), fmt=query.format)
     return web.Response(
         body=exported.body,

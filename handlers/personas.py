@@ -1,5 +1,8 @@
 """REST: /api/v1/personas — CRUD, clone, search, trending.
 
+Every persona leaves through storage.personas.public_persona with the caller as viewer: someone else's
+persona that is not remixable comes with its definition fields (`personality`) null.
+
 Cursors are opaque (handlers.api.encode_cursor). `GET /personas` pages by keyset on (created_at, id),
 newest first, so pages never repeat or skip a persona even while personas are added. Search and
 trending are ranked lists whose order moves as data changes; their cursor holds an offset.
@@ -12,10 +15,10 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from handlers.api import Api, decode_cursor, encode_cursor, path_uuid
-from handlers.schemas import Strict
+from handlers.schemas import Patch, Strict
 from server.keys import PERSONA_SERVICE
 from services.personas import Slice
 from storage.personas import ScoredPersona, public_persona
@@ -34,6 +37,13 @@ Tags = Annotated[
     list[Tag], Field(max_length=20, description="Up to 20 tags of 1..32 characters; stored lowercased, deduplicated")
 ]
 Visibility = Literal["private", "public"]
+Remixable = Annotated[
+    bool,
+    Field(
+        description="Whether other users may read the definition (personality, knowledge), export and clone "
+        "this persona when it is public. Anyone may chat with a public persona either way."
+    ),
+]
 Limit = Field(default=20, ge=1, le=100)
 Cursor = Field(default=None, max_length=512, description="next_cursor of the previous page")
 
@@ -45,9 +55,10 @@ class PersonaIn(Strict):
     greeting: Greeting = ""
     tags: Tags = []
     visibility: Visibility = "private"
+    remixable: Remixable = False
 
 
-class PersonaPatch(Strict):
+class PersonaPatch(Patch):
     """Any subset of the persona's fields; a field left out is left as it is (null is refused)."""
 
     name: Name | None = None
@@ -56,13 +67,10 @@ class PersonaPatch(Strict):
     greeting: Greeting | None = None
     tags: Tags | None = None
     visibility: Visibility | None = None
+    remixable: Remixable | None = None
 
-    @field_validator("*", mode="before")
-    @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        if value is None:
-            raise ValueError("may not be null; leave the field out to keep it")
-        return value
+
+HIDDEN = " Null when the caller may not read the definition: someone else's persona that is not remixable."
 
 
 class PersonaOut(BaseModel):
@@ -70,10 +78,11 @@ class PersonaOut(BaseModel):
     owner_id: UUID
     name: str
     description: str
-    personality: str
+    personality: str | None = Field(description="The system prompt: who the persona is." + HIDDEN)
     greeting: str
     tags: list[str]
     visibility: Visibility
+    remixable: Remixable
     avatar_file_id: UUID | None
     cloned_from: UUID | None
     created_at: datetime
@@ -118,8 +127,8 @@ class _Offset(BaseModel):
     offset: int = Field(ge=0)
 
 
-def _scored_page(page: Slice[ScoredPersona], offset: int) -> dict[str, Any]:
-    items = [{**public_persona(s.persona), "score": s.score} for s in page.items]
+def _scored_page(user: UserRow, page: Slice[ScoredPersona], offset: int) -> dict[str, Any]:
+    items = [{**public_persona(s.persona, viewer_id=user.id), "score": s.score} for s in page.items]
     cursor = encode_cursor(_Offset(offset=offset + len(page.items))) if page.more else None
     return {"items": items, "next_cursor": cursor}
 
@@ -138,14 +147,14 @@ async def list_personas(request: web.Request, user: UserRow, query: ListQuery) -
     if page.more:
         last = page.items[-1]
         cursor = encode_cursor(_Keyset(created_at=last.created_at, id=last.id))
-    return {"items": [public_persona(p) for p in page.items], "next_cursor": cursor}
+    return {"items": [public_persona(p, viewer_id=user.id) for p in page.items], "next_cursor": cursor}
 
 
 @api.route("POST", P, summary="Create a persona", body=PersonaIn, response=PersonaOut, status=201, errors=(403,))
 async def create_persona(request: web.Request, user: UserRow, body: PersonaIn) -> dict[str, Any]:
     """403 `plan_limit` when the user already has as many personas as their plan allows."""
     persona = await request.app[PERSONA_SERVICE].create(user, **body.model_dump())
-    return public_persona(persona)
+    return public_persona(persona, viewer_id=user.id)
 
 
 # Registered before /personas/{id}, which would otherwise capture "search" and "trending".
@@ -153,10 +162,11 @@ async def create_persona(request: web.Request, user: UserRow, body: PersonaIn) -
     "GET", f"{P}/search", summary="Search public personas and mine", query=SearchQuery, response=ScoredPersonaPage
 )
 async def search_personas(request: web.Request, user: UserRow, query: SearchQuery) -> dict[str, Any]:
-    """Full-text search over name (weighted highest), tags, description and personality; best first."""
+    """Full-text search over name (weighted highest), tags, description and personality (of others' personas
+    only when they are remixable); best first."""
     offset = _offset(query.cursor)
     page = await request.app[PERSONA_SERVICE].search(user, query.q, offset=offset, limit=query.limit)
-    return _scored_page(page, offset)
+    return _scored_page(user, page, offset)
 
 
 @api.route("GET", f"{P}/trending", summary="Trending public personas", query=TrendingQuery, response=ScoredPersonaPage)
@@ -165,12 +175,14 @@ async def trending_personas(request: web.Request, user: UserRow, query: Trending
     no recent activity (score 0), newest first."""
     offset = _offset(query.cursor)
     page = await request.app[PERSONA_SERVICE].trending(offset=offset, limit=query.limit)
-    return _scored_page(page, offset)
+    return _scored_page(user, page, offset)
 
 
 @api.route("GET", f"{P}/{{id}}", summary="One persona (mine or public)", response=PersonaOut, errors=(404,))
 async def get_persona(request: web.Request, user: UserRow) -> dict[str, Any]:
-    return public_persona(await request.app[PERSONA_SERVICE].get_readable(user, path_uuid(request)))
+    """Someone else's public persona comes with its definition (`personality`) null unless it is remixable."""
+    persona = await request.app[PERSONA_SERVICE].get_readable(user, path_uuid(request))
+    return public_persona(persona, viewer_id=user.id)
 
 
 @api.route("PUT", f"{P}/{{id}}", summary="Change my persona", body=PersonaPatch, response=PersonaOut, errors=(404,))
@@ -178,7 +190,7 @@ async def update_persona(request: web.Request, user: UserRow, body: PersonaPatch
     """Send all fields or only those to change."""
     persona_id = path_uuid(request)
     persona = await request.app[PERSONA_SERVICE].update(user, persona_id, **body.model_dump(exclude_unset=True))
-    return public_persona(persona)
+    return public_persona(persona, viewer_id=user.id)
 
 
 @api.route("DELETE", f"{P}/{{id}}", summary="Delete my persona", status=204, errors=(404,))
@@ -189,11 +201,13 @@ async def delete_persona(request: web.Request, user: UserRow) -> None:
 @api.route(
     "POST",
     f"{P}/{{id}}/clone",
-    summary="Copy a persona (mine or public) into a private one of mine",
+    summary="Copy a persona (mine, or public and remixable) into a private one of mine",
     response=PersonaOut,
     status=201,
     errors=(403, 404),
 )
 async def clone_persona(request: web.Request, user: UserRow) -> dict[str, Any]:
-    """Counts against the plan's persona limit (403 `plan_limit`)."""
-    return public_persona(await request.app[PERSONA_SERVICE].clone(user, path_uuid(request)))
+    """Copies the knowledge base too. Someone else's public persona that is not remixable: 403 `forbidden`.
+    Counts against the plan's persona limit (403 `plan_limit`)."""
+    persona = await request.app[PERSONA_SERVICE].clone(user, path_uuid(request))
+    return public_persona(persona, viewer_id=user.id)

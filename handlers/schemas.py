@@ -3,16 +3,47 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
+from zoneinfo import available_timezones
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+
+from handlers.openapi import MAX_LENGTH_SETTING
 
 
 class Strict(BaseModel):
     """Request bodies: unknown fields are refused (422 naming the field)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+def _no_null_alternatives(schema: dict[str, Any], model: type) -> None:
+    for prop in schema.get("properties", {}).values():
+        alternatives = prop.get("anyOf")
+        if alternatives and {"type": "null"} in alternatives:
+            rest = [a for a in alternatives if a != {"type": "null"}]
+            del prop["anyOf"]
+            if len(rest) == 1:
+                prop.update(rest[0])
+            else:
+                prop["anyOf"] = rest
+        if "default" in prop and prop["default"] is None:
+            del prop["default"]
+
+
+class Patch(Strict):
+    """Partial updates: a field left out is left as it is, and null is refused (422 naming the field).
+    The fields are typed `X | None = None` to tell "left out" apart; the schema shows them as X."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, json_schema_extra=_no_null_alternatives)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("may not be null; leave the field out to keep it")
+        return value
 
 
 class UserOut(BaseModel):
@@ -28,7 +59,39 @@ class UserOut(BaseModel):
     banned: bool
 
 
-class SessionOut(BaseModel):
+# A chat message's text. The bound here only stops absurd bodies early; the service refuses more than
+# MESSAGE_MAX_CHARS, and the OpenAPI document says that number.
+MessageContent = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200_000,
+        description="The message text (at most MESSAGE_MAX_CHARS characters)",
+        json_schema_extra={MAX_LENGTH_SETTING: "message_max_chars"},
+    ),
+]
+
+
+_TIME_ZONES = frozenset(available_timezones())
+
+
+def _known_time_zone(name: str) -> str:
+    if name not in _TIME_ZONES:
+        raise ValueError("unknown time zone: an IANA name such as Europe/Paris or UTC")
+    return name
+
+
+# An IANA time zone name; the document lists every one the server knows.
+TimeZoneName = Annotated[
+    str,
+    AfterValidator(_known_time_zone),
+    WithJsonSchema({"type": "string", "enum": sorted(_TIME_ZONES), "description": "An IANA time zone name"}),
+]
+
+
+class AuthSessionOut(BaseModel):
+    """What signing in answers (register, login, refresh, password change): the user and their tokens."""
+
     user: UserOut
     access_token: str
     refresh_token: str

@@ -7,6 +7,7 @@ import io
 import json
 from datetime import date, datetime
 from typing import Any, Literal
+from uuid import UUID
 
 from aiohttp import web
 from pydantic import BaseModel, Field
@@ -15,6 +16,7 @@ from handlers.api import Api
 from handlers.schemas import Strict
 from server.billing_wiring import BILLING_SETTINGS
 from server.keys import CREDIT_SERVICE, QUOTA_SERVICE, USAGE_SERVICE
+from server.validation import Bigint
 from services.billing_config import public_pack
 from storage.credits import public_entry
 from storage.users import UserRow
@@ -72,6 +74,14 @@ class Analytics(BaseModel):
     tokens: int
 
 
+class UsageExport(BaseModel):
+    """The JSON form of POST /usage/export (format=json)."""
+
+    user_id: UUID
+    generated_at: datetime
+    days: list[DayRow]
+
+
 class ExportIn(Strict):
     format: Literal["csv", "json"]
     days: int = Field(default=90, ge=1, le=366)
@@ -83,7 +93,7 @@ class Balance(BaseModel):
 
 class LedgerQuery(Strict):
     limit: int = Field(default=50, ge=1, le=200)
-    cursor: str | None = Field(default=None, max_length=20, pattern=r"^\d+$")
+    cursor: Bigint | None = Field(default=None, description="next_cursor of the previous page")
 
 
 class LedgerRow(BaseModel):
@@ -126,6 +136,7 @@ async def analytics(request: web.Request, user: UserRow, query: DaysQuery) -> di
     body=ExportIn,
     response=str,
     content_type="text/csv",
+    other_content={"application/json": UsageExport},
 )
 async def export(request: web.Request, user: UserRow, body: ExportIn) -> web.Response:
     """The same numbers as /usage/history, as a download: CSV (header row, one row per day, RFC 4180)
@@ -165,8 +176,7 @@ async def balance(request: web.Request, user: UserRow) -> dict[str, Any]:
     "GET", "/api/v1/credits/ledger", summary="My credit ledger, newest first", query=LedgerQuery, response=LedgerPage
 )
 async def ledger(request: web.Request, user: UserRow, query: LedgerQuery) -> dict[str, Any]:
-    before = int(query.cursor) if query.cursor else None
-    entries = await request.app[CREDIT_SERVICE].ledger(user.id, before_id=before, limit=query.limit)
+    entries = await request.app[CREDIT_SERVICE].ledger(user.id, before_id=query.cursor, limit=query.limit)
     cursor = str(entries[-1].id) if len(entries) == query.limit else None
     return {"items": [public_entry(e) for e in entries], "next_cursor": cursor}
 

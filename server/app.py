@@ -21,6 +21,7 @@ from handlers import health as health_handlers
 from handlers import knowledge as knowledge_handlers
 from handlers import personas as persona_handlers
 from handlers import usage as usage_handlers
+from handlers.api import register_apis
 from providers.ai.factory import create_provider
 from providers.firebase_auth import FirebaseAdminVerifier
 from realtime import ai_events, chat_events
@@ -70,6 +71,7 @@ from services.plans import Plans
 from services.quota import QuotaService
 from services.ratelimit import RateLimiter
 from services.replies import ReplyService, ReplySettings
+from services.revoked_sessions import RevokedSessions
 from services.stream_buffer import FallbackStreamBuffer, MemoryStreamBuffer, RedisStreamBuffer, StreamBuffer
 from services.usage import UsageService
 from storage.db import create_pool, migrate
@@ -131,15 +133,26 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     firebase = FirebaseAdminVerifier.from_settings(settings.firebase_credentials, settings.firebase_project_id)
     if firebase is None:
         log.info("firebase sign-in disabled: FIREBASE_CREDENTIALS unset")
+    revoked_sessions = RevokedSessions(
+        pool=app[POOL],
+        redis=app.get(REDIS),
+        prefix=settings.redis_prefix,
+        access_ttl_seconds=settings.access_token_ttl_seconds,
+    )
+    await revoked_sessions.load()
     app[AUTH_SERVICE] = AuthService(
         pool=app[POOL],
         signer=app[SIGNER],
         limiter=app[LIMITER],
+        revoked=revoked_sessions,
         events=events,
         firebase=firebase,
         admin_emails=settings.admin_email_set,
         login_rate_per_minute=settings.login_rate_per_minute,
+        login_account_rate_per_hour=settings.login_account_rate_per_hour,
+        register_rate_per_hour=settings.register_rate_per_hour,
         refresh_ttl=timedelta(days=settings.refresh_token_ttl_days),
+        refresh_reuse_grace=timedelta(seconds=settings.refresh_reuse_grace_seconds),
         argon2_time_cost=settings.argon2_time_cost,
         argon2_memory_kib=settings.argon2_memory_kib,
     )
@@ -243,8 +256,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SIO] = sio
     sio.attach(app, socketio_path="socket.io")
 
-    for module in HANDLER_MODULES:
-        module.api.register(app, json_max_bytes=settings.json_max_bytes)
+    register_apis(app, [module.api for module in HANDLER_MODULES], json_max_bytes=settings.json_max_bytes)
     docs_handlers.add_static(app)
 
     # Order matters: database, then Redis, then the services built on both, then billing and the

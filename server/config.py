@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr | None = None
     access_token_ttl_seconds: int = 900
     refresh_token_ttl_days: int = 30
+    # A rotated refresh token presented again within this many seconds returns the same new pair
+    # (two tabs or a retried request refreshing at once); later, it counts as reuse.
+    refresh_reuse_grace_seconds: float = Field(default=30.0, ge=0)
 
     ai_provider: Literal["gemini", "openai", "demo"] | None = None
     gemini_api_key: SecretStr | None = None
@@ -75,6 +78,9 @@ class Settings(BaseSettings):
     message_max_chars: int = 8000
     send_rate_per_minute: int = 60
     login_rate_per_minute: int = 10
+    # Failed logins per account from all addresses together: the ceiling against distributed guessing.
+    login_account_rate_per_hour: int = 100
+    register_rate_per_hour: int = 20
 
     admin_emails: str = ""
     cors_origins: str = "*"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -10,14 +11,17 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from handlers.api import USER_KEY, error_response
+from handlers.api import CREDENTIALS_KEY, error_response
 from server.errors import AppError, PayloadTooLarge, Unauthorized, Unavailable
-from server.keys import AUTH_SERVICE, METRICS
+from server.keys import METRICS
 from storage.db import CONNECTION_ERRORS
 
 log = structlog.get_logger("parlor.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# The status metrics and logs give a request whose client hung up before the answer was complete
+# (nginx's "client closed request"). Nothing is sent: there is no one to send it to.
+CLIENT_CLOSED = 499
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -27,6 +31,12 @@ _HTTP_CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
 }
+
+
+def client_gone(request: web.Request) -> bool:
+    """Whether the client's connection is closed (aiohttp drops the transport when the peer goes)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _route_label(request: web.Request) -> str:
@@ -53,12 +63,19 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         if not response.prepared:
             response.headers["X-Request-ID"] = request_id
         return response
+    except asyncio.CancelledError:
+        # aiohttp cancels the handler when the client goes (with handler_cancellation, as its test server).
+        if client_gone(request):
+            status = CLIENT_CLOSED
+        raise
     finally:
         elapsed = time.perf_counter() - started
         route = _route_label(request)
         metrics.requests.labels(request.method, route, str(status)).inc()
         metrics.latency.labels(request.method, route).observe(elapsed)
-        if not request.path.startswith(("/socket.io", "/metrics", "/healthz")):
+        if status == CLIENT_CLOSED:
+            log.info("client disconnected", method=request.method, path=request.path, status=status)
+        elif not request.path.startswith(("/socket.io", "/metrics", "/healthz")):
             log.info("request", method=request.method, path=request.path, status=status, ms=round(elapsed * 1000, 1))
         structlog.contextvars.clear_contextvars()
 
@@ -84,6 +101,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             response.headers["Allow"] = err.headers["Allow"]
         return response
     except CONNECTION_ERRORS as err:
+        # OSError covers both ends: the database's socket, and the client's (a write after it hung up
+        # raises ConnectionResetError, as does a body read cut short). Only the first is a 503.
+        if client_gone(request):
+            return web.Response(status=CLIENT_CLOSED)
         log.warning("database unavailable", error=type(err).__name__)
         return error_response(Unavailable("the database is unavailable, try again shortly"), request_id)
     except Exception:
@@ -93,13 +114,16 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 @web.middleware
 async def authentication(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Attaches the user when a bearer token is sent; endpoints decide whether they need one."""
+    """Reads the bearer token, if one is sent, for the endpoints that need a user: they check it (and answer
+    401 with its reason) through handlers.api.current_user. Public endpoints never look, so a stale or
+    garbage header does not stop /healthz or the plan catalogue, and costs them no database lookup."""
     header = request.headers.get("Authorization")
     if header:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("Authorization must be 'Bearer <access token>'", code="invalid_token")
-        user = await request.app[AUTH_SERVICE].authenticate(token.strip())
-        request[USER_KEY] = user
-        structlog.contextvars.bind_contextvars(user_id=str(user.id))
+            request[CREDENTIALS_KEY] = Unauthorized(
+                "Authorization must be 'Bearer <access token>'", code="invalid_token"
+            )
+        else:
+            request[CREDENTIALS_KEY] = token.strip()
     return await handler(request)

@@ -104,8 +104,13 @@ async def test_history_both_directions(client: TestClient, settings: Settings) -
     assert [m["seq"] for m in older["items"]] == everything[-6:-3]
     users = [m for m in (newest["items"] + older["items"]) if m["role"] == "user"]
     assert users and all(m["status"] == "complete" for m in users)
-    both = await client.get(f"{C}/{chat['id']}/messages?before_seq=3&after_seq=1", headers=bearer(user))
-    assert both.status == 422
+    # Both: the messages between them, paged forward.
+    both = await client.get(f"{C}/{chat['id']}/messages?after_seq=1&before_seq=6&limit=3", headers=bearer(user))
+    page = await both.json()
+    assert [m["seq"] for m in page["items"]] == [2, 3, 4] and page["next_cursor"] == "4"
+    rest = await client.get(f"{C}/{chat['id']}/messages?after_seq=4&before_seq=6&limit=3", headers=bearer(user))
+    page = await rest.json()
+    assert [m["seq"] for m in page["items"]] == [5] and page["next_cursor"] is None
     typo = await client.get(f"{C}/{chat['id']}/messages?limit=abc", headers=bearer(user))
     assert typo.status == 422 and (await typo.json())["error"]["details"][0]["field"] == "limit"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
 
@@ -49,6 +50,8 @@ async def test_openapi_is_valid_and_lists_every_route(client: TestClient) -> Non
         if route.method in ("HEAD", "OPTIONS") or route.resource is None:
             continue
         path = route.resource.canonical
+        if isinstance(route.resource, web.StaticResource):
+            path += "/{filename}"
         methods = ["GET", "POST"] if route.method == "*" else [route.method]
         missing += [(path, m) for m in methods if (path, m) not in listed]
     assert missing == []

@@ -21,7 +21,7 @@ from realtime.guard import SocketUsers
 from server.app import create_app
 from server.config import Settings
 from server.keys import AUTH_SERVICE, METRICS, SIO
-from tests.helpers import connect_socket, make_chat, make_plain_chat, register, server_url
+from tests.helpers import SocketRefused, connect_socket, make_chat, make_plain_chat, register, server_url
 from tests.netproxy import TcpProxy
 from tests.realtime.test_transport import open_raw
 
@@ -87,6 +87,9 @@ async def test_database_down_answers_unavailable_then_recovers(
     ]:
         ack = await sio.call(event, payload, timeout=10)
         assert ack["ok"] is False and ack["error"]["code"] == "unavailable", (event, ack)
+    with pytest.raises(SocketRefused) as refused:  # a new socket is told why, not left hanging
+        await connect_socket(client, user["access_token"])
+    assert refused.value.data == {"code": "unavailable"}
     await pg_proxy.restore()
     assert (await sio.call("message:send", _send(chat, "after"), timeout=10))["ok"]
     synced = await sio.call("sync", {"session_id": chat["id"], "after_seq": 0}, timeout=5)
@@ -160,7 +163,7 @@ async def test_undecodable_packets_get_an_invalid_ack_and_the_socket_stays(
 async def test_undecodable_packets_over_long_polling(client: TestClient) -> None:
     user = await register(client)
     raw = await open_raw_polling(client, user["access_token"])
-    sid, post, poll = raw
+    _sid, post, poll = raw
     await post(f'421["sync",{"[" * 5000 + "]" * 5000}]')
     assert any(p.startswith("431[") and '"invalid"' in p for p in await poll()), "no invalid ack"
     await post('422["sync",{"session_id":"' + str(uuid.uuid4()) + '","after_seq":0}]')

@@ -16,7 +16,8 @@ So, for a socket on the websocket transport (connected directly, or upgraded fro
   first, in order. permessage-deflate is declined (frames are small; see `_accept`), and writes do not
   wait for the client to drain; a client that falls MAX_BUFFERED_BYTES behind is dropped
   (the library's queue had no bound);
-- polling sockets keep the library's queue, with `_poll` below in place of its `wait_for`.
+- polling sockets keep the library's queue, with `_poll` below in place of its `wait_for`; a POST
+  body that cannot be decoded is one rate-limited warning (realtime/bad_packets.py), not a traceback.
 
 Tied to the pinned python-socketio 5.18.1 / python-engineio 4.15.1 / aiohttp 3.14 (their internals);
 tests/realtime/test_transport.py and test_fan_out.py check the behaviour."""
@@ -33,7 +34,7 @@ from aiohttp import WSMsgType, web
 from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 from engineio.async_socket import AsyncSocket
-from engineio.exceptions import QueueEmpty, SocketIsClosedError, UnknownPacketError
+from engineio.exceptions import EngineIOError, QueueEmpty, SocketIsClosedError, UnknownPacketError
 
 from realtime.bad_packets import refused_packet
 from realtime.socket_json import dumps_bytes
@@ -179,6 +180,21 @@ async def _poll(self: AsyncSocket) -> list[eio_packet.Packet]:
             break
         packets.append(pkt)
     return packets
+
+
+_library_post = AsyncSocket.handle_post_request
+
+
+async def _handle_post_request(self: AsyncSocket, environ: dict[str, Any]) -> None:
+    """AsyncSocket.handle_post_request (a long-polling POST); a body that cannot be decoded (not UTF-8,
+    broken base64, a broken payload) is refused with one rate-limited warning, where the library wrote
+    an ERROR traceback for each; the socket stays, as with the library."""
+    try:
+        await _library_post(self, environ)
+    except EngineIOError:
+        raise  # the library's own refusals (too long): it answers 400 and closes the socket
+    except Exception as err:  # noqa: BLE001 - whatever the payload broke
+        refused_packet("engine.io", err)
 
 
 async def _upgrade_handshake(self: AsyncSocket, ws: Any) -> bool:
@@ -342,5 +358,6 @@ eio_aiohttp.WebSocket.__call__ = _accept
 AsyncSocket.direct = None  # the aiohttp websocket once the socket writes directly
 AsyncSocket.send = _send  # type: ignore[method-assign]
 AsyncSocket.poll = _poll  # type: ignore[method-assign]
+AsyncSocket.handle_post_request = _handle_post_request  # type: ignore[method-assign]
 AsyncSocket.close = _close  # type: ignore[method-assign]
 AsyncSocket._websocket_handler = _websocket_handler  # type: ignore[method-assign]

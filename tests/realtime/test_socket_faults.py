@@ -160,14 +160,24 @@ async def test_undecodable_packets_get_an_invalid_ack_and_the_socket_stays(
     assert not [e for e in logs if e.get("log_level") in ("error", "critical")], logs
 
 
-async def test_undecodable_packets_over_long_polling(client: TestClient) -> None:
+async def test_undecodable_packets_over_long_polling(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
     user = await register(client)
-    raw = await open_raw_polling(client, user["access_token"])
-    _sid, post, poll = raw
-    await post(f'421["sync",{"[" * 5000 + "]" * 5000}]')
-    assert any(p.startswith("431[") and '"invalid"' in p for p in await poll()), "no invalid ack"
-    await post('422["sync",{"session_id":"' + str(uuid.uuid4()) + '","after_seq":0}]')
-    assert any(p.startswith("432[") and '"not_found"' in p for p in await poll())
+    _sid, post, poll = await open_raw_polling(client, user["access_token"])
+    caplog.set_level(logging.WARNING)
+    with structlog.testing.capture_logs() as logs:
+        await post(f'421["sync",{"[" * 5000 + "]" * 5000}]')
+        assert any(p.startswith("431[") and '"invalid"' in p for p in await poll()), "no invalid ack"
+        for _ in range(20):
+            for garbage in ("4X", "42[", '42["sync",{"a":}]', "45-", "4"):
+                await post(garbage)
+            for body in (b"b!!!", b"\xff\xfe", b"4\xff"):  # broken at the Engine.IO layer
+                resp = await client.post(f"/socket.io/?EIO=4&transport=polling&sid={_sid}", data=body)
+                assert resp.status == 200
+        await post('422["sync",{"session_id":"' + str(uuid.uuid4()) + '","after_seq":0}]')
+        assert any(p.startswith("432[") and '"not_found"' in p for p in await poll())
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert not [e for e in logs if e.get("log_level") in ("error", "critical")], logs
+    assert 1 <= len([e for e in logs if e["event"] == "malformed packet refused"]) <= 10
 
 
 async def open_raw_polling(client: TestClient, token: str) -> Any:

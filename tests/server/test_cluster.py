@@ -54,6 +54,14 @@ async def post(port: int, path: str, body: dict[str, Any], token: str | None = N
         return await resp.json()
 
 
+async def close_all(sockets: list[socketio.AsyncClient], procs: list[Any]) -> list[int]:
+    """Disconnect the test's sockets, then stop the processes (SIGTERM); their exit codes."""
+    for sio in sockets:
+        if sio.connected:
+            await sio.disconnect()
+    return [_stop(p) for p in procs]
+
+
 async def socket_on(port: int, token: str, *events: str) -> tuple[socketio.AsyncClient, Inbox]:
     sio = socketio.AsyncClient(reconnection=False)
     inbox = Inbox(sio, *events)
@@ -138,10 +146,7 @@ async def test_three_processes_act_as_one(
         text = "".join(c["text"] for c in first_inbox["ai:chunk"][:seen] + second_inbox["ai:chunk"])
         assert text == "".join(f"r{i} " for i in range(40)) == second_inbox["ai:done"][0]["message"]["content"]
     finally:
-        for sio in sockets:
-            if sio.connected:
-                await sio.disconnect()
-        codes = [_stop(p) for p in procs]
+        codes = await close_all(sockets, procs)
     assert codes == [0, 0, 0]
 
 
@@ -246,8 +251,5 @@ async def test_redis_outage_and_return(tmp_path: Path, empty_database: Any, own_
             contents = [m["content"] for m in (await resp.json())["items"] if m["role"] == "user"]
         assert contents[:2] == ["before", "during the outage"] and "after" in contents
     finally:
-        for sio in sockets:
-            if sio.connected:
-                await sio.disconnect()
-        codes = [_stop(p) for p in procs]
+        codes = await close_all(sockets, procs)
     assert codes == [0, 0]

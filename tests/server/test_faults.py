@@ -17,8 +17,8 @@ import socketio
 
 from tests.fakes.gemini import Behaviour, FakeGemini
 from tests.helpers import wait_until
-from tests.processes import _get, _stop, _wait_healthy
-from tests.server.test_cluster import cluster, own_redis, post, socket_on
+from tests.processes import _get, _wait_healthy
+from tests.server.test_cluster import close_all, cluster, own_redis, post, socket_on
 
 __all__ = ["own_redis"]  # the fixture, used by name below
 
@@ -108,10 +108,7 @@ async def test_redis_outage_delivers_each_event_once(
             await conn.close()
         assert set(acked) <= stored, "an acked message was lost"
     finally:
-        for sio in sockets:
-            if sio.connected:
-                await sio.disconnect()
-        codes = [_stop(p) for p in procs]
+        codes = await close_all(sockets, procs)
     assert codes == [0, 0]
 
 
@@ -165,8 +162,5 @@ async def test_process_killed_mid_reply_is_ended_by_the_survivor(
         answer = next(e for e in inbox["ai:done"] if e["message"]["reply_to"] == after["message"]["id"])
         assert answer["message"]["content"] == "after the crash"
     finally:
-        for sio in sockets:
-            if sio.connected:
-                await sio.disconnect()
-        code = _stop(procs[1])
-    assert code == 0
+        codes = await close_all(sockets, procs[1:])  # procs[0] was killed
+    assert codes == [0]

@@ -9,11 +9,10 @@ from uuid import UUID
 from aiohttp import web
 from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema
 
+from core.validation import Bigint, UtcDatetime
 from handlers.api import Api, path_uuid
+from handlers.keys import ADMIN_SERVICE, CREDIT_SERVICE, SUBSCRIPTION_SERVICE
 from handlers.schemas import Strict, UserOut
-from server.billing_wiring import SUBSCRIPTION_SERVICE
-from server.keys import ADMIN_SERVICE, CREDIT_SERVICE
-from server.validation import Bigint, UtcDatetime
 from storage.users import UserRow, public_user
 
 api = Api("admin")

@@ -11,13 +11,12 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 from pydantic import BaseModel, Field
 
+from core.errors import AppError, Conflict, NotFound
+from core.validation import INT64_MAX, Bigint, whole_number
 from handlers.api import Api, path_uuid
 from handlers.chat import MessageOut
+from handlers.keys import AI_TOOLS, CHAT_SERVICE, REPLY_SERVICE, SETTINGS
 from handlers.schemas import MessageContent, Strict
-from providers.ai.base import ProviderError
-from server.errors import AppError, Conflict, NotFound
-from server.keys import AI_TOOLS, CHAT_SERVICE, REPLY_SERVICE, SETTINGS
-from server.validation import INT64_MAX, Bigint, whole_number
 from services.replies import ReplyService
 from services.stream_buffer import StreamGone
 from storage.chat import MessageRow, public_message
@@ -60,11 +59,6 @@ LastEventId = Annotated[int, Field(ge=0, le=INT64_MAX - 1)]
 
 class ResumeQuery(Strict):
     from_index: Bigint | None = None
-
-
-def _provider_error(err: ProviderError) -> AppError:
-    status = 504 if err.code == "provider_timeout" else 502
-    return AppError(err.message, code=err.code, status=status)
 
 
 async def _send_and_find_reply(request: web.Request, user: UserRow, body: ChatIn) -> MessageRow:
@@ -187,10 +181,7 @@ async def resume_stream(request: web.Request, user: UserRow, query: ResumeQuery)
     "POST", f"{P}/sentiment", summary="Sentiment of a text", body=TextIn, response=SentimentOut, errors=(502, 504)
 )
 async def sentiment(request: web.Request, user: UserRow, body: TextIn) -> dict[str, Any]:
-    try:
-        return {"label": await request.app[AI_TOOLS].sentiment(body.text)}
-    except ProviderError as err:
-        raise _provider_error(err) from err
+    return {"label": await request.app[AI_TOOLS].sentiment(body.text)}
 
 
 @api.route(
@@ -202,7 +193,4 @@ async def sentiment(request: web.Request, user: UserRow, body: TextIn) -> dict[s
     errors=(502, 504),
 )
 async def enhance_prompt(request: web.Request, user: UserRow, body: TextIn) -> dict[str, Any]:
-    try:
-        return {"text": await request.app[AI_TOOLS].enhance_prompt(body.text)}
-    except ProviderError as err:
-        raise _provider_error(err) from err
+    return {"text": await request.app[AI_TOOLS].enhance_prompt(body.text)}

@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 from uuid import UUID
 
+import orjson
 import structlog
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter
 
-from server.errors import AppError, PayloadTooLarge, Unauthorized, ValidationFailed
-from server.keys import AUTH_SERVICE, SETTINGS
-from server.validation import in_database_range, load_json, parse
+from core.errors import AppError, BadRequest, PayloadTooLarge, Unauthorized, ValidationFailed
+from core.validation import MAX_JSON_DEPTH, in_database_range, nested_deeper_than, parse
+from handlers.keys import AUTH_SERVICE, SETTINGS
 from storage.users import UserRow
 
 Handler = Callable[..., Awaitable[Any]]
@@ -205,6 +206,24 @@ async def read_json(request: web.Request, limit: int) -> Any:
     if not raw:
         return {}
     return load_json(raw)
+
+
+def load_json(raw: bytes, *, what: str = "body") -> Any:
+    """RFC 8259 JSON (UTF-8, no NaN or Infinity, no lone surrogates), at most MAX_JSON_DEPTH deep, or 400
+    `invalid_json`. orjson parses without recursion in Python, so no depth can raise RecursionError."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
+        if "depth" in str(err) or "recursion" in str(err).lower():  # orjson stops at 1024 levels
+            raise _too_deep(what) from err
+        raise BadRequest(f"{what} is not valid JSON: {err}", code="invalid_json") from err
+    if nested_deeper_than(data, MAX_JSON_DEPTH):
+        raise _too_deep(what)
+    return data
+
+
+def _too_deep(what: str) -> BadRequest:
+    return BadRequest(f"{what} is not valid JSON here: nested deeper than {MAX_JSON_DEPTH} levels", code="invalid_json")
 
 
 def parse_model(model: type[M], data: Any) -> M:

@@ -8,8 +8,8 @@ from aiohttp import web
 from pydantic import EmailStr, Field
 
 from handlers.api import Api, client_ip
+from handlers.keys import AUTH_SERVICE
 from handlers.schemas import AuthSessionOut, Strict, TimeZoneName, UserOut
-from server.keys import AUTH_SERVICE
 from services.auth import Session
 from storage.users import UserRow, public_user
 

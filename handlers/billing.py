@@ -15,11 +15,10 @@ from uuid import UUID
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.errors import PayloadTooLarge, ValidationFailed
 from handlers.api import Api, decode_cursor, encode_cursor
+from handlers.keys import BILLING_SERVICE, PLANS, PLAY_SERVICE, SETTINGS, SUBSCRIPTION_SERVICE
 from handlers.schemas import Strict
-from server.billing_wiring import BILLING_SERVICE, PLAY_SERVICE, SUBSCRIPTION_SERVICE
-from server.errors import PayloadTooLarge, ValidationFailed
-from server.keys import PLANS, SETTINGS
 from storage.billing import public_invoice
 from storage.subscriptions import public_subscription
 from storage.users import UserRow

@@ -9,10 +9,10 @@ from uuid import UUID
 from aiohttp import web
 from pydantic import BaseModel, Field
 
+from core.validation import Bigint, PositiveBigint
 from handlers.api import Api, decode_cursor, encode_cursor, path_uuid
+from handlers.keys import CHAT_SERVICE
 from handlers.schemas import MessageContent, Strict
-from server.keys import CHAT_SERVICE
-from server.validation import Bigint, PositiveBigint
 from storage.chat import public_message, public_session
 from storage.users import UserRow
 

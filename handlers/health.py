@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from handlers.api import Api
-from server.keys import POOL, REDIS, REGISTRY
+from handlers.keys import POOL, REDIS, REGISTRY
 
 api = Api("system")
 

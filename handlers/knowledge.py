@@ -16,11 +16,11 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import BodyPartReader
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from handlers.api import Api, decode_cursor, encode_cursor, parse_model, path_uuid, read_json
+from handlers.keys import KNOWLEDGE_SERVICE
 from handlers.personas import PersonaOut
 from handlers.schemas import Strict
-from server.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
-from server.keys import KNOWLEDGE_SERVICE
 from services.knowledge import TEXT_MAX_CHARS
 from storage.knowledge import public_entry
 from storage.personas import public_persona

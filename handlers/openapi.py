@@ -15,7 +15,7 @@ from aiohttp import web
 from pydantic import BaseModel, TypeAdapter
 
 from handlers.api import Endpoint
-from server.keys import SETTINGS
+from handlers.keys import SETTINGS
 
 _REF = "#/components/schemas/{model}"
 # In a field's JSON schema (json_schema_extra): its maxLength is this setting's value, not the model's

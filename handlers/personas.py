@@ -18,8 +18,8 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from handlers.api import Api, decode_cursor, encode_cursor, path_uuid
+from handlers.keys import PERSONA_SERVICE
 from handlers.schemas import Patch, Strict
-from server.keys import PERSONA_SERVICE
 from services.personas import Slice
 from storage.personas import ScoredPersona, public_persona
 from storage.users import UserRow

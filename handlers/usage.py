@@ -12,11 +12,10 @@ from uuid import UUID
 from aiohttp import web
 from pydantic import BaseModel, Field
 
+from core.validation import Bigint
 from handlers.api import Api
+from handlers.keys import BILLING_SETTINGS, CREDIT_SERVICE, QUOTA_SERVICE, USAGE_SERVICE
 from handlers.schemas import Strict
-from server.billing_wiring import BILLING_SETTINGS
-from server.keys import CREDIT_SERVICE, QUOTA_SERVICE, USAGE_SERVICE
-from server.validation import Bigint
 from services.billing_config import public_pack
 from storage.credits import public_entry
 from storage.users import UserRow

@@ -15,7 +15,7 @@ import google.auth.credentials
 import structlog
 from firebase_admin import auth, credentials
 
-from server.errors import Unauthorized
+from core.errors import Unauthorized
 
 log = structlog.get_logger(__name__)
 _app_names = itertools.count()

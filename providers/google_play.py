@@ -19,7 +19,7 @@ import google.auth.transport.requests
 import structlog
 from google.oauth2 import service_account
 
-from server.errors import AppError, Unavailable
+from core.errors import AppError, Unavailable
 
 log = structlog.get_logger(__name__)
 SCOPE = "https://www.googleapis.com/auth/androidpublisher"

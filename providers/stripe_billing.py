@@ -11,7 +11,7 @@ from typing import Any, TypeVar, cast
 import stripe
 import structlog
 
-from server.errors import AppError, BadRequest, Unavailable
+from core.errors import AppError, BadRequest, Unavailable
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")

@@ -10,10 +10,10 @@ import socketio
 import structlog
 from pydantic import BaseModel, ConfigDict
 
+from core.errors import AppError, Forbidden, Unauthorized, Unavailable, ValidationFailed
+from core.validation import parse
 from realtime.guard import SocketUsers
-from server.errors import AppError, Forbidden, Unauthorized, Unavailable, ValidationFailed
-from server.metrics import Metrics
-from server.validation import parse
+from services.metrics import Metrics
 from storage.db import CONNECTION_ERRORS
 from storage.users import UserRow
 

@@ -8,9 +8,9 @@ from uuid import UUID
 import socketio
 from pydantic import Field
 
+from core.errors import Forbidden
 from realtime.acks import EventRegistry, Payload
 from realtime.guard import SocketUsers
-from server.errors import Forbidden
 from services.chat import ChatService
 from services.events import chat_room
 from services.replies import ReplyService

@@ -8,13 +8,13 @@ from typing import Any
 import socketio
 import structlog
 
+from core.errors import AppError
 from realtime.acks import failed
 from realtime.guard import SocketUsers
 from realtime.presence import Presence
-from server.errors import AppError
-from server.metrics import Metrics
 from services.auth import AuthService
 from services.events import user_room
+from services.metrics import Metrics
 from storage.db import CONNECTION_ERRORS
 
 log = structlog.get_logger("parlor.socket")

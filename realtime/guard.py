@@ -8,7 +8,7 @@ from uuid import UUID
 
 import socketio
 
-from server.errors import Unauthorized
+from core.errors import Unauthorized
 from services.auth import AuthService
 from storage.users import UserRow
 

@@ -25,7 +25,6 @@ from realtime.acks import failed
 from realtime.bad_packets import refused_packet
 from realtime.socket_json import dumps_bytes
 from realtime.transport import build_frame, install_fast_events, write_frame
-from server.config import Settings
 
 log = structlog.get_logger(__name__)
 STREAM_EVENTS = frozenset({"ai:chunk", "ai:done", "ai:error"})
@@ -229,12 +228,12 @@ class ResumeAwareRedisManager(socketio.AsyncRedisManager, ResumeAwareManager):
                 retry = min(retry * 2, self.LISTEN_RETRY_MAX_SECONDS)
 
 
-def create_sio(settings: Settings) -> socketio.AsyncServer:
+def create_sio(*, redis_url: str | None, redis_prefix: str, cors_origins: str) -> socketio.AsyncServer:
     manager: ResumeAwareManager
-    if settings.redis_url:
+    if redis_url:
         manager = ResumeAwareRedisManager(
-            settings.redis_url,
-            channel=f"{settings.redis_prefix}:socketio",
+            redis_url,
+            channel=f"{redis_prefix}:socketio",
             json=socket_json,
             redis_options={
                 "socket_keepalive": True,
@@ -244,7 +243,7 @@ def create_sio(settings: Settings) -> socketio.AsyncServer:
         )
     else:
         manager = ResumeAwareManager()
-    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    origins = [o.strip() for o in cors_origins.split(",") if o.strip()]
     sio = ParlorServer(
         async_mode="aiohttp",
         client_manager=manager,

@@ -14,9 +14,9 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from core.timefmt import iso
 from scheduler.jobs import Job
 from services.schedule import RunOutcome, ScheduledRuns
-from storage.timefmt import iso
 
 log = structlog.get_logger(__name__)
 ANCHOR = datetime(2000, 1, 1, tzinfo=UTC)

@@ -19,23 +19,11 @@ from handlers import chat as chat_handlers
 from handlers import docs as docs_handlers
 from handlers import health as health_handlers
 from handlers import knowledge as knowledge_handlers
+from handlers import middlewares
 from handlers import personas as persona_handlers
 from handlers import usage as usage_handlers
 from handlers.api import register_apis
-from providers.ai.factory import create_provider
-from providers.firebase_auth import FirebaseAdminVerifier
-from realtime import ai_events, chat_events
-from realtime import connection as socket_connection
-from realtime.acks import EventRegistry
-from realtime.emitter import SocketEvents
-from realtime.guard import SocketUsers
-from realtime.presence import Presence
-from realtime.server import create_sio
-from server import middlewares
-from server.billing_wiring import billing_context
-from server.config import Settings
-from server.embedded import load_or_create_secret, start_embedded_postgres
-from server.keys import (
+from handlers.keys import (
     ADMIN_SERVICE,
     AI_TOOLS,
     AUTH_SERVICE,
@@ -56,9 +44,21 @@ from server.keys import (
     SIGNER,
     SIO,
     USAGE_SERVICE,
+    HttpSettings,
 )
-from server.metrics import Metrics
-from server.tokens import TokenSigner
+from providers.firebase_auth import FirebaseAdminVerifier
+from realtime import ai_events, chat_events
+from realtime import connection as socket_connection
+from realtime.acks import EventRegistry
+from realtime.emitter import SocketEvents
+from realtime.guard import SocketUsers
+from realtime.presence import Presence
+from realtime.server import create_sio
+from server.billing_wiring import billing_context
+from server.config import Settings
+from server.embedded import load_or_create_secret, start_embedded_postgres
+from server.keys import CONFIG
+from server.providers import create_provider
 from services.admin import AdminService
 from services.ai_tools import AITools
 from services.auth import AuthService
@@ -66,13 +66,15 @@ from services.chat import ChatService
 from services.control_bus import ControlBus
 from services.credits import CreditService
 from services.knowledge import KnowledgeService
+from services.metrics import Metrics
 from services.personas import PersonaService
-from services.plans import Plans
+from services.plans import PlanLimits, Plans
 from services.quota import QuotaService
 from services.ratelimit import RateLimiter
 from services.replies import ReplyService, ReplySettings
 from services.revoked_sessions import RevokedSessions
 from services.stream_buffer import FallbackStreamBuffer, MemoryStreamBuffer, RedisStreamBuffer, StreamBuffer
+from services.tokens import TokenSigner
 from services.usage import UsageService
 from storage.db import create_pool, migrate
 
@@ -92,7 +94,7 @@ HANDLER_MODULES = (
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
+    settings = app[CONFIG]
     embedded = None
     dsn = settings.database_url
     if dsn is None:
@@ -108,7 +110,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
+    settings = app[CONFIG]
     if not settings.redis_url:
         log.info("REDIS_URL unset: single node, in-process fan-out")
         yield
@@ -128,7 +130,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _services(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
+    settings = app[CONFIG]
     events = SocketEvents(app[SIO])
     firebase = FirebaseAdminVerifier.from_settings(settings.firebase_credentials, settings.firebase_project_id)
     if firebase is None:
@@ -243,16 +245,37 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=client_max,
         middlewares=[middlewares.request_context, middlewares.errors, middlewares.authentication],
     )
-    app[SETTINGS] = settings
+    app[CONFIG] = settings
+    app[SETTINGS] = HttpSettings(
+        json_max_bytes=settings.json_max_bytes,
+        trusted_proxy_networks=settings.trusted_proxy_networks,
+        ai_timeout_seconds=settings.ai_timeout_seconds,
+        message_max_chars=settings.message_max_chars,
+    )
     secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
     app[SIGNER] = TokenSigner(
         secret or load_or_create_secret(settings.data_dir), ttl_seconds=settings.access_token_ttl_seconds
     )
-    app[PLANS] = Plans(settings)
+    app[PLANS] = Plans(
+        free=PlanLimits(
+            settings.free_daily_messages,
+            settings.free_max_personas,
+            settings.free_history_days,
+            settings.free_storage_mb,
+        ),
+        premium=PlanLimits(
+            settings.premium_daily_messages,
+            settings.premium_max_personas,
+            settings.premium_history_days,
+            settings.premium_storage_mb,
+        ),
+    )
     app[LIMITER] = RateLimiter(settings.redis_url, prefix=settings.redis_prefix)
     app[REGISTRY] = CollectorRegistry()
     app[METRICS] = Metrics.create(app[REGISTRY])
-    sio = create_sio(settings)
+    sio = create_sio(
+        redis_url=settings.redis_url, redis_prefix=settings.redis_prefix, cors_origins=settings.cors_origins
+    )
     app[SIO] = sio
     sio.attach(app, socketio_path="socket.io")
 

@@ -1,5 +1,6 @@
 """Wiring of billing (Stripe, Google Play), subscriptions, retention and the scheduler: one cleanup
-context, appended after the core services in create_app. Its keys live here, beside it.
+context, appended after the core services in create_app. The keys the handlers read are in
+handlers/keys.py; the ones only the server uses live here, beside it.
 
 Tests (or an embedding program) may set `app[BILLING_SETTINGS]` before the app starts; otherwise the
 settings come from the environment (services.billing_config.BillingSettings)."""
@@ -14,13 +15,23 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
+from handlers.keys import (
+    BILLING_SERVICE,
+    BILLING_SETTINGS,
+    CREDIT_SERVICE,
+    PLANS,
+    PLAY_SERVICE,
+    POOL,
+    SIO,
+    SUBSCRIPTION_SERVICE,
+)
 from providers.google_play import AccessToken, GooglePlay, ServiceAccountToken, StaticToken
 from providers.stripe_billing import StripeBilling
 from realtime.emitter import SocketEvents
 from scheduler.jobs import build_jobs
 from scheduler.runner import Scheduler
 from server.config import Settings
-from server.keys import CREDIT_SERVICE, PLANS, POOL, SETTINGS, SIO
+from server.keys import CONFIG
 from services.billing import BillingService
 from services.billing_config import BillingSettings
 from services.play_billing import PlayBillingService
@@ -30,10 +41,6 @@ from services.subscriptions import SubscriptionService
 
 log = structlog.get_logger("parlor")
 
-BILLING_SETTINGS = web.AppKey("billing_settings", BillingSettings)
-SUBSCRIPTION_SERVICE = web.AppKey("subscription_service", SubscriptionService)
-BILLING_SERVICE = web.AppKey("billing_service", BillingService)
-PLAY_SERVICE = web.AppKey("play_service", PlayBillingService)
 RETENTION_SERVICE = web.AppKey("retention_service", RetentionService)
 SCHEDULED_RUNS = web.AppKey("scheduled_runs", ScheduledRuns)
 SCHEDULER = web.AppKey("scheduler", Scheduler)
@@ -77,7 +84,7 @@ def _play(settings: Settings, billing: BillingSettings) -> GooglePlay | None:
 
 
 async def billing_context(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
+    settings = app[CONFIG]
     billing = app.get(BILLING_SETTINGS) or BillingSettings()
     app[BILLING_SETTINGS] = billing
     events = SocketEvents(app[SIO])

@@ -8,9 +8,9 @@ from typing import Literal
 
 import asyncpg
 
+from core.errors import NotFound
 from server.config import Settings
 from server.embedded import start_embedded_postgres
-from server.errors import NotFound
 from services.roles import Role, RoleChange, set_role_by_email
 from storage.db import CONNECTION_ERRORS, create_pool, migrate
 

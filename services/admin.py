@@ -9,7 +9,7 @@ from uuid import UUID
 import asyncpg
 import structlog
 
-from server.errors import Forbidden, NotFound
+from core.errors import Forbidden, NotFound
 from services.events import Events
 from storage.audit import AuditRow, AuditStore
 from storage.refresh_tokens import RefreshTokenStore

@@ -1,10 +1,12 @@
-"""One-shot AI helpers outside a chat: sentiment of a text, and rewriting a persona description."""
+"""One-shot AI helpers outside a chat: sentiment of a text, and rewriting a persona description. Provider
+failures come out as AppErrors (502, or 504 for a timeout) with the provider's error code."""
 
 from __future__ import annotations
 
 import asyncio
 import re
 
+from core.errors import AppError
 from providers.ai.base import AIProvider, Prompt, ProviderError, Turn
 
 SENTIMENT_SYSTEM = (
@@ -29,7 +31,9 @@ class AITools:
                 async for piece in self._provider.stream(prompt):
                     parts.append(piece.text)
         except TimeoutError as err:
-            raise ProviderError("provider_timeout", "the AI provider timed out") from err
+            raise AppError("the AI provider timed out", code="provider_timeout", status=504) from err
+        except ProviderError as err:
+            raise AppError(err.message, code=err.code, status=504 if err.code == "provider_timeout" else 502) from err
         return "".join(parts).strip()
 
     async def sentiment(self, text: str) -> str:
@@ -44,5 +48,5 @@ class AITools:
             Prompt(system=ENHANCE_SYSTEM, turns=[Turn("user", text)], max_output_tokens=600, task="enhance")
         )
         if not answer:
-            raise ProviderError("empty_reply", "the AI provider returned no text")
+            raise AppError("the AI provider returned no text", code="empty_reply", status=502)
         return answer

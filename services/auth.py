@@ -16,13 +16,13 @@ import structlog
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from core.errors import AppError, Conflict, Forbidden, Unauthorized, Unavailable, ValidationFailed
 from providers.firebase_auth import FirebaseIdentity, FirebaseVerifier
-from server.errors import AppError, Conflict, Forbidden, Unauthorized, Unavailable, ValidationFailed
-from server.tokens import AccessClaims, TokenSigner, hash_refresh_token, new_refresh_token
 from services import roles
 from services.events import Events
 from services.ratelimit import RateLimiter, per_hour, per_minute
 from services.revoked_sessions import RevokedSessions
+from services.tokens import AccessClaims, TokenSigner, hash_refresh_token, new_refresh_token
 from storage.refresh_tokens import RefreshTokenRow, RefreshTokenStore
 from storage.users import UserRow, UserStore
 

@@ -19,8 +19,8 @@ from uuid import UUID
 import asyncpg
 import structlog
 
+from core.errors import Conflict, NotFound, Unavailable, ValidationFailed
 from providers.stripe_billing import HostedSession, StripeBilling, StripeEvent
-from server.errors import Conflict, NotFound, Unavailable, ValidationFailed
 from services.billing_config import PAID_PLANS, PERIODS, BillingSettings, CreditPack, Period
 from services.credits import CreditService
 from services.plans import Plans

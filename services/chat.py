@@ -12,7 +12,7 @@ from uuid import UUID
 import asyncpg
 import structlog
 
-from server.errors import NotFound, RateLimited, ValidationFailed
+from core.errors import NotFound, RateLimited, ValidationFailed
 from services.events import Events, chat_room, user_room
 from services.message_writer import MessageWriter, Outcome
 from services.quota import QuotaService

@@ -8,7 +8,7 @@ from uuid import UUID
 
 import asyncpg
 
-from server.errors import AppError, Forbidden, NotFound
+from core.errors import AppError, Forbidden, NotFound
 from services.events import Events
 from storage.audit import AuditStore
 from storage.credits import CreditStore, InsufficientCredits, LedgerEntry

@@ -22,7 +22,7 @@ from uuid import UUID
 import asyncpg
 import structlog
 
-from server.errors import AppError, NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from core.errors import AppError, NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from services import character_cards as cards
 from services.personas import PersonaService, Slice
 from storage.knowledge import KnowledgeDocument, KnowledgeEntryRow, KnowledgeStore

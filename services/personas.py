@@ -18,7 +18,7 @@ from uuid import UUID
 import asyncpg
 import structlog
 
-from server.errors import Forbidden, NotFound, Unauthorized
+from core.errors import Forbidden, NotFound, Unauthorized
 from services.events import Events
 from services.plans import Plans
 from storage.knowledge import KnowledgeStore

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from server.config import Settings
-
 
 @dataclass(frozen=True)
 class PlanLimits:
@@ -16,21 +14,8 @@ class PlanLimits:
 
 
 class Plans:
-    def __init__(self, settings: Settings) -> None:
-        self._plans = {
-            "free": PlanLimits(
-                settings.free_daily_messages,
-                settings.free_max_personas,
-                settings.free_history_days,
-                settings.free_storage_mb,
-            ),
-            "premium": PlanLimits(
-                settings.premium_daily_messages,
-                settings.premium_max_personas,
-                settings.premium_history_days,
-                settings.premium_storage_mb,
-            ),
-        }
+    def __init__(self, *, free: PlanLimits, premium: PlanLimits) -> None:
+        self._plans = {"free": free, "premium": premium}
 
     def limits(self, plan: str) -> PlanLimits:
         # An unknown plan name (say, one retired from configuration) gets the free limits, never more.

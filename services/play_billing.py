@@ -16,8 +16,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import structlog
 
+from core.errors import AppError, Conflict, Unavailable, ValidationFailed
 from providers.google_play import GooglePlay, PlaySubscription, PlayTokenInvalid
-from server.errors import AppError, Conflict, Unavailable, ValidationFailed
 from services.billing_config import BillingSettings
 from services.subscriptions import PlanChange, SubscriptionOwnedByOther, SubscriptionService, SubscriptionState
 from storage.subscriptions import ENTITLED, SubscriptionRow, SubscriptionStore

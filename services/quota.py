@@ -14,11 +14,11 @@ from uuid import UUID
 import asyncpg
 import structlog
 
-from server.errors import AppError
+from core.errors import AppError
+from core.timefmt import iso
 from services.credits import CreditService
 from services.events import Events
 from services.plans import Plans
-from storage.timefmt import iso
 from storage.usage import UsageStore
 
 log = structlog.get_logger(__name__)

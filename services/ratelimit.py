@@ -13,7 +13,7 @@ from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 
-from server.errors import RateLimited
+from core.errors import RateLimited
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")

@@ -23,8 +23,8 @@ import asyncpg
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from core.errors import AppError, Conflict, NotFound
 from providers.ai.base import AIProvider, Piece, Prompt, ProviderError
-from server.errors import AppError, Conflict, NotFound
 from services.control_bus import ControlBus
 from services.events import Events, chat_room, user_room
 from services.knowledge import KnowledgeService

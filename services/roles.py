@@ -9,7 +9,7 @@ from typing import Literal
 import asyncpg
 import structlog
 
-from server.errors import NotFound
+from core.errors import NotFound
 from storage.audit import AuditStore
 from storage.users import UserRow, UserStore
 

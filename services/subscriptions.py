@@ -14,7 +14,7 @@ from uuid import UUID
 import asyncpg
 import structlog
 
-from server.errors import AppError, NotFound
+from core.errors import AppError, NotFound
 from services.billing_config import BillingSettings
 from services.credits import CreditService
 from services.events import Events

@@ -10,7 +10,7 @@ from uuid import UUID
 
 import asyncpg
 
-from storage.timefmt import iso
+from core.timefmt import iso
 
 RECORD_EVENT = """
 INSERT INTO billing_events (provider, event_id, type) VALUES ($1, $2, $3)

@@ -10,7 +10,7 @@ from uuid import UUID
 
 import asyncpg
 
-from storage.timefmt import iso
+from core.timefmt import iso
 
 _SESSION_COLUMNS = "id, user_id, persona_id, title, pinned, last_seq, created_at, updated_at"
 _MESSAGE_COLUMNS = "id, session_id, seq, role, content, status, client_id, reply_to, usage, attachments, created_at"

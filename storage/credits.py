@@ -10,7 +10,7 @@ from uuid import UUID
 
 import asyncpg
 
-from storage.timefmt import iso
+from core.timefmt import iso
 
 # Spending only succeeds while the balance covers it: the check and the write are one statement.
 APPLY = """

@@ -11,7 +11,7 @@ from uuid import UUID
 
 import asyncpg
 
-from storage.timefmt import iso
+from core.timefmt import iso
 
 _COLUMNS = "id, persona_id, title, source, filename, content_type, keys, chars, chunks, created_at"
 

@@ -10,7 +10,7 @@ from uuid import UUID
 
 import asyncpg
 
-from storage.timefmt import iso
+from core.timefmt import iso
 
 _COLUMNS = (
     "id, owner_id, name, description, personality, greeting, tags, visibility, remixable, avatar_file_id,"

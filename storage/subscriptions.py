@@ -10,7 +10,7 @@ from uuid import UUID
 
 import asyncpg
 
-from storage.timefmt import iso
+from core.timefmt import iso
 
 _COLUMNS = (
     "id, user_id, provider, external_id, plan, period, status, current_period_end, grace_until,"

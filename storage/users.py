@@ -9,7 +9,7 @@ from uuid import UUID
 
 import asyncpg
 
-from storage.timefmt import iso
+from core.timefmt import iso
 
 _COLUMNS = (
     "id, email, password_hash, display_name, role, plan, timezone, firebase_uid,"

@@ -18,9 +18,9 @@ import structlog
 from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestClient
 
+from handlers.keys import SIGNER
 from server.app import create_app
 from server.config import Settings
-from server.keys import SIGNER
 from tests.helpers import bearer, free_port, make_chat, register, unique_email
 
 BIG = str(2**63)  # one past PostgreSQL's bigint

@@ -17,8 +17,8 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from pydantic import SecretStr
 
+from handlers.keys import BILLING_SETTINGS
 from server.app import create_app
-from server.billing_wiring import BILLING_SETTINGS
 from server.config import Settings
 from services.billing_config import BillingSettings
 from tests.fakes.stripe import API_KEY, WEBHOOK_SECRET, Failure, FakeStripe, event, sign

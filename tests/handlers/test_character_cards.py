@@ -17,9 +17,9 @@ import asyncpg
 from aiohttp.test_utils import TestClient
 from PIL import Image
 
+from handlers.keys import KNOWLEDGE_SERVICE
 from server.app import create_app
 from server.config import Settings
-from server.keys import KNOWLEDGE_SERVICE
 from tests.fixtures.files import (
     card_base64,
     itxt_chunk,

@@ -14,8 +14,9 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from handlers.keys import BILLING_SETTINGS
 from server.app import create_app
-from server.billing_wiring import BILLING_SETTINGS, SCHEDULER
+from server.billing_wiring import SCHEDULER
 from server.config import Settings
 from services.billing_config import BillingSettings
 from tests.fakes.google_play import ACCESS_TOKEN, PACKAGE, FakePlay, Purchase

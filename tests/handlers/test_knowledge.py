@@ -16,9 +16,9 @@ import asyncpg
 from aiohttp.test_utils import TestClient
 from pypdf import PdfReader, PdfWriter
 
+from handlers.keys import KNOWLEDGE_SERVICE
 from server.app import create_app
 from server.config import Settings
-from server.keys import KNOWLEDGE_SERVICE
 from services.knowledge import CHUNK_MAX, CHUNK_MIN, split_into_chunks
 from tests.fixtures.files import make_pdf, make_png
 from tests.helpers import bearer, make_persona, register

@@ -12,9 +12,9 @@ from pydantic import BaseModel
 
 from handlers import openapi as openapi_module
 from handlers.api import Api
+from handlers.keys import SETTINGS
 from server.app import create_app
 from server.config import Settings
-from server.keys import SETTINGS
 from tests.helpers import bearer, make_chat, register
 
 

@@ -12,7 +12,7 @@ import socketio
 from aiohttp.test_utils import TestClient
 
 from server.config import Settings
-from server.tokens import TokenSigner
+from services.tokens import TokenSigner
 from tests.helpers import SocketRefused, bearer, connect_socket, register
 
 
@@ -22,7 +22,7 @@ async def test_valid_token_connects_and_joins_user_room(client: TestClient, sock
     sockets.append(sio)
     assert sio.connected
     server = client.app  # the same app: its socket server knows the room
-    from server.keys import SIO
+    from handlers.keys import SIO
 
     rooms = server[SIO].manager.rooms["/"]
     assert f"user:{session['user']['id']}" in rooms

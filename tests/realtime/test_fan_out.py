@@ -13,7 +13,7 @@ import pytest
 import socketio
 from aiohttp.test_utils import TestClient
 
-from server.keys import SIO
+from handlers.keys import SIO
 from tests.helpers import Inbox, connect_socket, make_plain_chat, register, server_url, wait_until
 
 

@@ -16,11 +16,11 @@ import socketio
 import structlog
 from aiohttp.test_utils import TestClient
 
+from handlers.keys import AUTH_SERVICE, METRICS, SIO
 from realtime.acks import EventRegistry, Payload
 from realtime.guard import SocketUsers
 from server.app import create_app
 from server.config import Settings
-from server.keys import AUTH_SERVICE, METRICS, SIO
 from tests.helpers import SocketRefused, connect_socket, make_chat, make_plain_chat, register, server_url
 from tests.netproxy import TcpProxy
 from tests.realtime.test_transport import open_raw

@@ -28,7 +28,7 @@ WS_PATH = "/socket.io/?EIO=4&transport=websocket"
 @pytest.fixture
 async def bare(aiohttp_client: Any, settings: Settings) -> AsyncIterator[tuple[TestClient, socketio.AsyncServer]]:
     """create_sio() as the server configures it, with test events instead of Parlor's."""
-    sio = create_sio(settings.model_copy(update={"redis_url": None}))
+    sio = create_sio(redis_url=None, redis_prefix=settings.redis_prefix, cors_origins="*")
 
     @sio.event
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:

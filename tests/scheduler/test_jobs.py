@@ -22,9 +22,10 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from handlers.keys import BILLING_SETTINGS, SUBSCRIPTION_SERVICE
 from scheduler.runner import slot_of
 from server.app import create_app
-from server.billing_wiring import BILLING_SETTINGS, SCHEDULED_RUNS, SCHEDULER, SUBSCRIPTION_SERVICE
+from server.billing_wiring import SCHEDULED_RUNS, SCHEDULER
 from server.config import Settings
 from services.billing_config import BillingSettings
 from services.schedule import RunOutcome

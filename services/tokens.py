@@ -12,7 +12,7 @@ from uuid import UUID
 
 import jwt
 
-from server.errors import Unauthorized
+from core.errors import Unauthorized
 
 ALGORITHM = "HS256"
 ISSUER = "parlor"

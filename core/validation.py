@@ -11,11 +11,11 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
-import orjson
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 from pydantic import ValidationError as PydanticValidationError
+from pydantic_core import to_json
 
-from server.errors import BadRequest, ValidationFailed
+from core.errors import ValidationFailed
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -106,24 +106,6 @@ def in_database_range(value: Any) -> bool:
     return True
 
 
-def load_json(raw: bytes, *, what: str = "body") -> Any:
-    """RFC 8259 JSON (UTF-8, no NaN or Infinity, no lone surrogates), at most MAX_JSON_DEPTH deep, or 400
-    `invalid_json`. orjson parses without recursion in Python, so no depth can raise RecursionError."""
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as err:
-        if "depth" in str(err) or "recursion" in str(err).lower():  # orjson stops at 1024 levels
-            raise _too_deep(what) from err
-        raise BadRequest(f"{what} is not valid JSON: {err}", code="invalid_json") from err
-    if nested_deeper_than(data, MAX_JSON_DEPTH):
-        raise _too_deep(what)
-    return data
-
-
-def _too_deep(what: str) -> BadRequest:
-    return BadRequest(f"{what} is not valid JSON here: nested deeper than {MAX_JSON_DEPTH} levels", code="invalid_json")
-
-
 def nested_deeper_than(value: Any, limit: int) -> bool:
     """Whether arrays/objects in `value` nest more than `limit` levels (`[]` is one). Iterative: any depth."""
     stack = [(value, 1)]
@@ -190,7 +172,7 @@ def parse(model: type[M], data: Any, *, root: str, json_types: bool = False) -> 
         )
     try:
         if json_types:
-            return model.model_validate_json(orjson.dumps(_json_numbers(data)), strict=True)
+            return model.model_validate_json(to_json(_json_numbers(data)), strict=True)
         return model.model_validate(data)
     except PydanticValidationError as err:
         details = [

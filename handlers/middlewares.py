@@ -11,9 +11,9 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
+from core.errors import AppError, PayloadTooLarge, Unauthorized, Unavailable
 from handlers.api import CREDENTIALS_KEY, error_response
-from server.errors import AppError, PayloadTooLarge, Unauthorized, Unavailable
-from server.keys import METRICS
+from handlers.keys import METRICS
 from storage.db import CONNECTION_ERRORS
 
 log = structlog.get_logger("parlor.http")

@@ -9,11 +9,12 @@ from uuid import UUID
 from aiohttp import web
 from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema
 
+from core.entities import Principal
 from core.validation import Bigint, UtcDatetime
 from handlers.api import Api, path_uuid
 from handlers.keys import ADMIN_SERVICE, CREDIT_SERVICE, SUBSCRIPTION_SERVICE
 from handlers.schemas import Strict, UserOut
-from storage.users import UserRow, public_user
+from storage.users import public_user
 
 api = Api("admin")
 P = "/api/v1/admin"
@@ -80,32 +81,32 @@ class AuditPage(BaseModel):
 
 
 @api.route("GET", f"{P}/users", summary="Search users (admin)", query=UserQuery, response=UserPage)
-async def list_users(request: web.Request, user: UserRow, query: UserQuery) -> dict[str, Any]:
+async def list_users(request: web.Request, user: Principal, query: UserQuery) -> dict[str, Any]:
     rows = await request.app[ADMIN_SERVICE].search_users(user, query=query.q, before=query.cursor, limit=query.limit)
     cursor = rows[-1].created_at.isoformat() if len(rows) == query.limit else None
     return {"items": [public_user(r) for r in rows], "next_cursor": cursor}
 
 
 @api.route("GET", f"{P}/users/{{id}}", summary="One user (admin)", response=UserOut, errors=(404,))
-async def get_user(request: web.Request, user: UserRow) -> dict[str, Any]:
+async def get_user(request: web.Request, user: Principal) -> dict[str, Any]:
     return public_user(await request.app[ADMIN_SERVICE].get_user(user, path_uuid(request)))
 
 
 @api.route("POST", f"{P}/users/{{id}}/ban", summary="Ban a user (admin)", body=BanIn, response=UserOut, errors=(404,))
-async def ban_user(request: web.Request, user: UserRow, body: BanIn) -> dict[str, Any]:
+async def ban_user(request: web.Request, user: Principal, body: BanIn) -> dict[str, Any]:
     """The user's sessions end at once and their sockets are closed."""
     target = await request.app[ADMIN_SERVICE].set_ban(user, path_uuid(request), banned=True, reason=body.reason)
     return public_user(target)
 
 
 @api.route("POST", f"{P}/users/{{id}}/unban", summary="Lift a ban (admin)", response=UserOut, errors=(404,))
-async def unban_user(request: web.Request, user: UserRow) -> dict[str, Any]:
+async def unban_user(request: web.Request, user: Principal) -> dict[str, Any]:
     target = await request.app[ADMIN_SERVICE].set_ban(user, path_uuid(request), banned=False, reason=None)
     return public_user(target)
 
 
 @api.route("GET", f"{P}/audit-log", summary="Admin actions, newest first (admin)", query=AuditQuery, response=AuditPage)
-async def audit_log(request: web.Request, user: UserRow, query: AuditQuery) -> dict[str, Any]:
+async def audit_log(request: web.Request, user: Principal, query: AuditQuery) -> dict[str, Any]:
     rows = await request.app[ADMIN_SERVICE].audit_log(user, before_id=query.cursor, limit=query.limit)
     items = [{**r.__dict__, "actor_id": str(r.actor_id) if r.actor_id else None} for r in rows]
     return {"items": items, "next_cursor": str(rows[-1].id) if len(rows) == query.limit else None}
@@ -119,7 +120,7 @@ async def audit_log(request: web.Request, user: UserRow, query: AuditQuery) -> d
     response=GrantOut,
     errors=(402, 404),
 )
-async def grant_credits(request: web.Request, user: UserRow, body: GrantIn) -> dict[str, Any]:
+async def grant_credits(request: web.Request, user: Principal, body: GrantIn) -> dict[str, Any]:
     """Idempotent by `idempotency_key` (a retried grant is `applied: false`); a negative amount takes
     credits back but never below zero (402 `insufficient_credits`). Audited."""
     balance, applied = await request.app[CREDIT_SERVICE].admin_grant(
@@ -148,7 +149,7 @@ class AdminPlanOut(BaseModel):
     response=AdminPlanOut,
     errors=(404,),
 )
-async def set_plan(request: web.Request, user: UserRow, body: PlanIn) -> dict[str, Any]:
+async def set_plan(request: web.Request, user: Principal, body: PlanIn) -> dict[str, Any]:
     """`premium` (until a time, or for good) as an admin subscription; `free` ends that grant. Paid
     Stripe/Google Play subscriptions are untouched, so a paying user stays premium. Audited."""
     target_id = path_uuid(request)

@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 from pydantic import BaseModel, Field
 
+from core.entities import Principal
 from core.errors import AppError, Conflict, NotFound
 from core.validation import INT64_MAX, Bigint, whole_number
 from handlers.api import Api, path_uuid
@@ -20,7 +21,6 @@ from handlers.schemas import MessageContent, Strict
 from services.replies import ReplyService
 from services.stream_buffer import StreamGone
 from storage.chat import MessageRow, public_message
-from storage.users import UserRow
 
 api = Api("ai")
 P = "/api/v1/ai"
@@ -61,7 +61,7 @@ class ResumeQuery(Strict):
     from_index: Bigint | None = None
 
 
-async def _send_and_find_reply(request: web.Request, user: UserRow, body: ChatIn) -> MessageRow:
+async def _send_and_find_reply(request: web.Request, user: Principal, body: ChatIn) -> MessageRow:
     """Store the message (deduplicated by client_id), then wait for the reply that answers it to start
     (it may be queued behind a reply already streaming in this session). A chat whose persona was
     deleted has nobody to answer: 409 `no_persona` at once, before anything is stored."""
@@ -103,7 +103,7 @@ async def _wait_done(replies: ReplyService, reply: MessageRow) -> MessageRow:
     response=MessageOut,
     errors=(404, 409, 429, 502, 504),
 )
-async def generate(request: web.Request, user: UserRow, body: ChatIn) -> dict[str, Any]:
+async def generate(request: web.Request, user: Principal, body: ChatIn) -> dict[str, Any]:
     """The user message is stored like `message:send` (same `client_id` dedupe, same events); the answer
     is the stored assistant reply once complete. Sockets watching the chat see it stream meanwhile."""
     reply = await _send_and_find_reply(request, user, body)
@@ -139,7 +139,7 @@ async def _stream_sse(
     content_type="text/event-stream",
     errors=(404, 409, 429),
 )
-async def stream(request: web.Request, user: UserRow, body: ChatIn) -> web.StreamResponse:
+async def stream(request: web.Request, user: Principal, body: ChatIn) -> web.StreamResponse:
     """Events: `start` {stream_id, session_id, reply_to, message}, `chunk` {stream_id, index, text} with
     the SSE `id` set to the chunk index, then `done` {stream_id, message, usage} or `error`
     {stream_id, code, message}. Reconnect with `GET /api/v1/ai/stream/{stream_id}` and `Last-Event-ID`."""
@@ -163,7 +163,7 @@ async def stream(request: web.Request, user: UserRow, body: ChatIn) -> web.Strea
     errors=(404,),
     header_params={"Last-Event-ID": (LastEventId, "The last chunk index received (`from_index` wins over it)")},
 )
-async def resume_stream(request: web.Request, user: UserRow, query: ResumeQuery) -> web.StreamResponse:
+async def resume_stream(request: web.Request, user: Principal, query: ResumeQuery) -> web.StreamResponse:
     """Continues after the `Last-Event-ID` header (the last chunk index received) or from `from_index`."""
     stream_id = str(path_uuid(request, "stream_id"))
     replies = request.app[REPLY_SERVICE]
@@ -180,7 +180,7 @@ async def resume_stream(request: web.Request, user: UserRow, query: ResumeQuery)
 @api.route(
     "POST", f"{P}/sentiment", summary="Sentiment of a text", body=TextIn, response=SentimentOut, errors=(502, 504)
 )
-async def sentiment(request: web.Request, user: UserRow, body: TextIn) -> dict[str, Any]:
+async def sentiment(request: web.Request, user: Principal, body: TextIn) -> dict[str, Any]:
     return {"label": await request.app[AI_TOOLS].sentiment(body.text)}
 
 
@@ -192,5 +192,5 @@ async def sentiment(request: web.Request, user: UserRow, body: TextIn) -> dict[s
     response=EnhanceOut,
     errors=(502, 504),
 )
-async def enhance_prompt(request: web.Request, user: UserRow, body: TextIn) -> dict[str, Any]:
+async def enhance_prompt(request: web.Request, user: Principal, body: TextIn) -> dict[str, Any]:
     return {"text": await request.app[AI_TOOLS].enhance_prompt(body.text)}

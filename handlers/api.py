@@ -17,10 +17,10 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter
 
+from core.entities import Principal
 from core.errors import AppError, BadRequest, PayloadTooLarge, Unauthorized, ValidationFailed
 from core.validation import MAX_JSON_DEPTH, in_database_range, nested_deeper_than, parse
 from handlers.keys import AUTH_SERVICE, SETTINGS
-from storage.users import UserRow
 
 Handler = Callable[..., Awaitable[Any]]
 M = TypeVar("M", bound=BaseModel)
@@ -181,11 +181,11 @@ def _make_view(endpoint: Endpoint, json_max_bytes: int) -> Callable[[web.Request
     return view
 
 
-async def current_user(request: web.Request) -> UserRow:
+async def current_user(request: web.Request) -> Principal:
     """The signed-in user (checked once per request), or 401 with the reason the token was refused."""
     user = request.get(USER_KEY)
     if user is not None:
-        return cast(UserRow, user)
+        return cast(Principal, user)
     credentials = request.get(CREDENTIALS_KEY)
     if credentials is None:
         raise Unauthorized("sign in first: send Authorization: Bearer <access token>")

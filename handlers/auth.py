@@ -7,11 +7,12 @@ from typing import Any
 from aiohttp import web
 from pydantic import EmailStr, Field
 
+from core.entities import Principal
 from handlers.api import Api, client_ip
 from handlers.keys import AUTH_SERVICE
 from handlers.schemas import AuthSessionOut, Strict, TimeZoneName, UserOut
 from services.auth import Session
-from storage.users import UserRow, public_user
+from storage.users import public_user
 
 api = Api("auth")
 P = "/api/v1/auth"
@@ -112,13 +113,13 @@ async def refresh(request: web.Request, body: RefreshIn) -> dict[str, Any]:
 
 
 @api.route("POST", f"{P}/logout", summary="End this session (revoke the refresh token)", body=RefreshIn, status=204)
-async def logout(request: web.Request, user: UserRow, body: RefreshIn) -> None:
+async def logout(request: web.Request, user: Principal, body: RefreshIn) -> None:
     """The refresh token's session ends: its refresh tokens and its access tokens stop working."""
     await request.app[AUTH_SERVICE].logout(user, body.refresh_token)
 
 
 @api.route("POST", f"{P}/logout-all", summary="End every session of this account", status=204)
-async def logout_all(request: web.Request, user: UserRow) -> None:
+async def logout_all(request: web.Request, user: Principal) -> None:
     """Revokes every refresh token and invalidates every access token already issued."""
     await request.app[AUTH_SERVICE].logout_all(user)
 
@@ -145,7 +146,7 @@ async def firebase_sign_in(request: web.Request, body: FirebaseIn) -> dict[str, 
     response=UserOut,
     errors=(409, 503),
 )
-async def link_firebase(request: web.Request, user: UserRow, body: FirebaseIn) -> dict[str, Any]:
+async def link_firebase(request: web.Request, user: Principal, body: FirebaseIn) -> dict[str, Any]:
     return public_user(await request.app[AUTH_SERVICE].link_firebase(user, body.id_token))
 
 
@@ -156,17 +157,17 @@ async def link_firebase(request: web.Request, user: UserRow, body: FirebaseIn) -
     response=UserOut,
     errors=(409,),
 )
-async def unlink_firebase(request: web.Request, user: UserRow) -> dict[str, Any]:
+async def unlink_firebase(request: web.Request, user: Principal) -> dict[str, Any]:
     return public_user(await request.app[AUTH_SERVICE].unlink_firebase(user))
 
 
 @api.route("GET", f"{P}/me", summary="The signed-in user", response=UserOut)
-async def me(request: web.Request, user: UserRow) -> dict[str, Any]:
+async def me(request: web.Request, user: Principal) -> dict[str, Any]:
     return public_user(user)
 
 
 @api.route("PATCH", f"{P}/me", summary="Update display name or time zone", body=ProfileIn, response=UserOut)
-async def update_me(request: web.Request, user: UserRow, body: ProfileIn) -> dict[str, Any]:
+async def update_me(request: web.Request, user: Principal, body: ProfileIn) -> dict[str, Any]:
     updated = await request.app[AUTH_SERVICE].update_profile(
         user, display_name=body.display_name, timezone=body.timezone
     )
@@ -176,7 +177,7 @@ async def update_me(request: web.Request, user: UserRow, body: ProfileIn) -> dic
 @api.route(
     "POST", f"{P}/password", summary="Change (or first set) the password", body=PasswordIn, response=AuthSessionOut
 )
-async def change_password(request: web.Request, user: UserRow, body: PasswordIn) -> dict[str, Any]:
+async def change_password(request: web.Request, user: Principal, body: PasswordIn) -> dict[str, Any]:
     """Every other session ends; the answer carries fresh tokens for this one."""
     session = await request.app[AUTH_SERVICE].change_password(
         user, current_password=body.current_password, new_password=body.new_password

@@ -15,13 +15,13 @@ from uuid import UUID
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.entities import Principal
 from core.errors import PayloadTooLarge, ValidationFailed
 from handlers.api import Api, decode_cursor, encode_cursor
 from handlers.keys import BILLING_SERVICE, PLANS, PLAY_SERVICE, SETTINGS, SUBSCRIPTION_SERVICE
 from handlers.schemas import Strict
 from storage.billing import public_invoice
 from storage.subscriptions import public_subscription
-from storage.users import UserRow
 
 api = Api("billing")
 S = "/api/v1/subscription"
@@ -164,7 +164,7 @@ async def plans(request: web.Request) -> dict[str, Any]:
 
 
 @api.route("GET", f"{S}/status", summary="My plan, current subscriptions and credits", response=SubscriptionStatusOut)
-async def status(request: web.Request, user: UserRow) -> dict[str, Any]:
+async def status(request: web.Request, user: Principal) -> dict[str, Any]:
     current = await request.app[SUBSCRIPTION_SERVICE].status(user.id)
     return {
         "plan": current.plan,
@@ -182,7 +182,7 @@ async def status(request: web.Request, user: UserRow) -> dict[str, Any]:
     response=HostedPageOut,
     errors=(502, 503),
 )
-async def checkout(request: web.Request, user: UserRow, body: CheckoutIn) -> dict[str, Any]:
+async def checkout(request: web.Request, user: Principal, body: CheckoutIn) -> dict[str, Any]:
     """Subscription mode for daily, monthly and yearly; a one-time payment for lifetime. Send the user to
     `url`; the plan changes when Stripe's webhook arrives. An `Idempotency-Key` header makes retries
     return the same session (without one, repeats within a minute do)."""
@@ -200,7 +200,7 @@ async def checkout(request: web.Request, user: UserRow, body: CheckoutIn) -> dic
     response=HostedPageOut,
     errors=(502, 503),
 )
-async def credits_checkout(request: web.Request, user: UserRow, body: CreditCheckoutIn) -> dict[str, Any]:
+async def credits_checkout(request: web.Request, user: Principal, body: CreditCheckoutIn) -> dict[str, Any]:
     """The pack's credits are added once, when Stripe's `checkout.session.completed` arrives."""
     session = await request.app[BILLING_SERVICE].checkout_credits(
         user, pack=body.pack, request_key=_request_key(request)
@@ -209,7 +209,7 @@ async def credits_checkout(request: web.Request, user: UserRow, body: CreditChec
 
 
 @api.route("POST", f"{S}/portal", summary="Open the Stripe Customer Portal", response=PortalOut, errors=(502, 503))
-async def portal(request: web.Request, user: UserRow) -> dict[str, Any]:
+async def portal(request: web.Request, user: Principal) -> dict[str, Any]:
     session = await request.app[BILLING_SERVICE].portal(user)
     return {"url": session.url}
 
@@ -221,7 +221,7 @@ async def portal(request: web.Request, user: UserRow) -> dict[str, Any]:
     response=SubscriptionOut,
     errors=(404, 409, 502, 503),
 )
-async def cancel(request: web.Request, user: UserRow) -> dict[str, Any]:
+async def cancel(request: web.Request, user: Principal) -> dict[str, Any]:
     """404 `no_subscription` without a Stripe subscription; 409 `cancel_in_store` for Google Play ones."""
     return public_subscription(await request.app[BILLING_SERVICE].cancel(user))
 
@@ -229,7 +229,7 @@ async def cancel(request: web.Request, user: UserRow) -> dict[str, Any]:
 @api.route(
     "GET", f"{S}/history", summary="My subscriptions, every provider, newest first", response=SubscriptionHistoryOut
 )
-async def history(request: web.Request, user: UserRow) -> dict[str, Any]:
+async def history(request: web.Request, user: Principal) -> dict[str, Any]:
     rows = await request.app[SUBSCRIPTION_SERVICE].history(user.id)
     return {"items": [public_subscription(s) for s in rows], "next_cursor": None}
 
@@ -242,7 +242,7 @@ async def history(request: web.Request, user: UserRow) -> dict[str, Any]:
     response=SubscriptionOut,
     errors=(409, 502, 503),
 )
-async def verify(request: web.Request, user: UserRow, body: PlayVerifyIn) -> dict[str, Any]:
+async def verify(request: web.Request, user: Principal, body: PlayVerifyIn) -> dict[str, Any]:
     """Reads the purchase from Google Play, acknowledges it and stores it. 422 `unknown_product`,
     `product_mismatch` or `invalid_purchase_token`; 409 `purchase_token_in_use` when the purchase is
     another account's."""
@@ -253,7 +253,7 @@ async def verify(request: web.Request, user: UserRow, body: PlayVerifyIn) -> dic
 @api.route(
     "GET", "/api/v1/billing/invoices", summary="My invoices, newest first", query=InvoiceQuery, response=InvoicePage
 )
-async def invoices(request: web.Request, user: UserRow, query: InvoiceQuery) -> dict[str, Any]:
+async def invoices(request: web.Request, user: Principal, query: InvoiceQuery) -> dict[str, Any]:
     position = decode_cursor(query.cursor, _InvoicePosition)
     before = (position.created_at, position.id) if position is not None else None
     rows = await request.app[BILLING_SERVICE].invoices(user.id, before=before, limit=query.limit)

@@ -9,12 +9,12 @@ from uuid import UUID
 from aiohttp import web
 from pydantic import BaseModel, Field
 
+from core.entities import Principal
 from core.validation import Bigint, PositiveBigint
 from handlers.api import Api, decode_cursor, encode_cursor, path_uuid
 from handlers.keys import CHAT_SERVICE
 from handlers.schemas import MessageContent, Strict
 from storage.chat import public_message, public_session
-from storage.users import UserRow
 
 api = Api("chat")
 P = "/api/v1/chat/sessions"
@@ -96,7 +96,7 @@ class SendIn(Strict):
 
 
 @api.route("GET", P, summary="My chat sessions, pinned first, then most recent", query=ListQuery, response=SessionPage)
-async def list_sessions(request: web.Request, user: UserRow, query: ListQuery) -> dict[str, Any]:
+async def list_sessions(request: web.Request, user: Principal, query: ListQuery) -> dict[str, Any]:
     position = decode_cursor(query.cursor, _SessionPosition)
     after = (position.pinned, position.updated_at, position.id) if position else None
     rows = await request.app[CHAT_SERVICE].list_sessions(user, after=after, limit=query.limit)
@@ -110,14 +110,14 @@ async def list_sessions(request: web.Request, user: UserRow, query: ListQuery) -
 @api.route(
     "POST", P, summary="Start a chat with a persona", body=SessionIn, response=SessionOut, status=201, errors=(404,)
 )
-async def create_session(request: web.Request, user: UserRow, body: SessionIn) -> dict[str, Any]:
+async def create_session(request: web.Request, user: Principal, body: SessionIn) -> dict[str, Any]:
     """The persona must be the caller's own or public (otherwise 404). The title defaults to its name."""
     session = await request.app[CHAT_SERVICE].create_session(user, persona_id=body.persona_id, title=body.title)
     return public_session(session)
 
 
 @api.route("GET", f"{P}/{{id}}", summary="One of my chat sessions", response=SessionOut, errors=(404,))
-async def get_session(request: web.Request, user: UserRow) -> dict[str, Any]:
+async def get_session(request: web.Request, user: Principal) -> dict[str, Any]:
     return public_session(await request.app[CHAT_SERVICE].get_session(user, path_uuid(request)))
 
 
@@ -129,7 +129,7 @@ async def get_session(request: web.Request, user: UserRow) -> dict[str, Any]:
     response=SessionOut,
     errors=(404,),
 )
-async def update_session(request: web.Request, user: UserRow, body: SessionPatch) -> dict[str, Any]:
+async def update_session(request: web.Request, user: Principal, body: SessionPatch) -> dict[str, Any]:
     session = await request.app[CHAT_SERVICE].update_session(
         user, path_uuid(request), title=body.title, pinned=body.pinned
     )
@@ -137,7 +137,7 @@ async def update_session(request: web.Request, user: UserRow, body: SessionPatch
 
 
 @api.route("DELETE", f"{P}/{{id}}", summary="Delete a chat session and its messages", status=204, errors=(404,))
-async def delete_session(request: web.Request, user: UserRow) -> None:
+async def delete_session(request: web.Request, user: Principal) -> None:
     await request.app[CHAT_SERVICE].delete_session(user, path_uuid(request))
 
 
@@ -149,7 +149,7 @@ async def delete_session(request: web.Request, user: UserRow) -> None:
     response=MessagePage,
     errors=(404,),
 )
-async def history(request: web.Request, user: UserRow, query: HistoryQuery) -> dict[str, Any]:
+async def history(request: web.Request, user: Principal, query: HistoryQuery) -> dict[str, Any]:
     """`after_seq` (default 0) pages forward: pass `next_cursor` as the next `after_seq`. `before_seq`
     pages backward from the newest: pass `next_cursor` as the next `before_seq`. Both: the messages
     between them, paged forward (pass `next_cursor` as the next `after_seq`, keep `before_seq`). Items
@@ -183,7 +183,7 @@ async def history(request: web.Request, user: UserRow, query: HistoryQuery) -> d
     other_statuses={200: MessageOut},
     errors=(404, 429),
 )
-async def send_message(request: web.Request, user: UserRow, body: SendIn) -> Any:
+async def send_message(request: web.Request, user: Principal, body: SendIn) -> Any:
     """Same semantics as the socket event: a repeated `client_id` returns the stored message with 200
     and triggers nothing; a new message answers 201 and reaches the user's sockets as `message:new`."""
     result = await request.app[CHAT_SERVICE].send(

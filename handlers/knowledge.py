@@ -16,6 +16,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import BodyPartReader
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.entities import Principal
 from core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from handlers.api import Api, decode_cursor, encode_cursor, parse_model, path_uuid, read_json
 from handlers.keys import KNOWLEDGE_SERVICE
@@ -24,7 +25,6 @@ from handlers.schemas import Strict
 from services.knowledge import TEXT_MAX_CHARS
 from storage.knowledge import public_entry
 from storage.personas import public_persona
-from storage.users import UserRow
 
 api = Api("knowledge")
 P = "/api/v1/personas"
@@ -220,7 +220,7 @@ async def _read_part(part: BodyPartReader, limit: int, *, what: str) -> bytes:
     response=KnowledgePage,
     errors=(403, 404),
 )
-async def list_knowledge(request: web.Request, user: UserRow, query: KnowledgeListQuery) -> dict[str, Any]:
+async def list_knowledge(request: web.Request, user: Principal, query: KnowledgeListQuery) -> dict[str, Any]:
     """Entries without their text. Someone else's public persona that is not remixable: 403 `forbidden`; a
     private one: 404."""
     position = decode_cursor(query.cursor, _Keyset)
@@ -242,7 +242,7 @@ async def list_knowledge(request: web.Request, user: UserRow, query: KnowledgeLi
     errors=(400, 404, 413, 415, 422),
     body_content={"application/json": KnowledgeTextIn, "multipart/form-data": KnowledgeFileIn},
 )
-async def add_knowledge(request: web.Request, user: UserRow) -> dict[str, Any]:
+async def add_knowledge(request: web.Request, user: Principal) -> dict[str, Any]:
     """Two forms of request:
 
     - `application/json` `{"title": 1..200 chars, "content": 1..200000 chars}` → source `text`;
@@ -276,7 +276,7 @@ async def add_knowledge(request: web.Request, user: UserRow) -> dict[str, Any]:
     response=KnowledgeEntryDetail,
     errors=(403, 404),
 )
-async def get_knowledge(request: web.Request, user: UserRow) -> dict[str, Any]:
+async def get_knowledge(request: web.Request, user: Principal) -> dict[str, Any]:
     """Someone else's public persona that is not remixable: 403 `forbidden`; a private one: 404."""
     document = await request.app[KNOWLEDGE_SERVICE].get_entry(user, path_uuid(request), path_uuid(request, "entry_id"))
     return {**public_entry(document.entry), "content": document.content}
@@ -289,7 +289,7 @@ async def get_knowledge(request: web.Request, user: UserRow) -> dict[str, Any]:
     status=204,
     errors=(404,),
 )
-async def delete_knowledge(request: web.Request, user: UserRow) -> None:
+async def delete_knowledge(request: web.Request, user: Principal) -> None:
     await request.app[KNOWLEDGE_SERVICE].delete_entry(user, path_uuid(request), path_uuid(request, "entry_id"))
 
 
@@ -305,7 +305,7 @@ async def delete_knowledge(request: web.Request, user: UserRow) -> None:
     errors=(400, 403, 413, 415, 422),
     body_content={"multipart/form-data": CardUpload},
 )
-async def import_card(request: web.Request, user: UserRow) -> dict[str, Any]:
+async def import_card(request: web.Request, user: Principal) -> dict[str, Any]:
     """`multipart/form-data` with a `file` part: a PNG carrying a card (text chunk `ccv3` or `chara`) or a
     card's JSON (V1, V2 or V3). Mapping: name, description; first_mes → greeting; tags (lowercased, at
     most 20); personality, or personality/scenario/system prompt/example dialogue as labelled sections →
@@ -331,7 +331,7 @@ async def import_card(request: web.Request, user: UserRow) -> dict[str, Any]:
     other_content={"image/png": bytes},
     errors=(403, 404),
 )
-async def export_card(request: web.Request, user: UserRow, query: ExportQuery) -> web.Response:
+async def export_card(request: web.Request, user: Principal, query: ExportQuery) -> web.Response:
     """`format=json` (default): Character Card V2 JSON. `format=png`: a placeholder portrait carrying the
     card as V2 (`chara` chunk) and V3 (`ccv3` chunk), which SillyTavern and most card tools import. Sent
     as an attachment. The persona's knowledge goes into the card's character book. A card is the persona's

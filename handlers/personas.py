@@ -17,12 +17,12 @@ from uuid import UUID
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from core.entities import Principal
 from handlers.api import Api, decode_cursor, encode_cursor, path_uuid
 from handlers.keys import PERSONA_SERVICE
 from handlers.schemas import Patch, Strict
 from services.personas import Slice
 from storage.personas import ScoredPersona, public_persona
-from storage.users import UserRow
 
 api = Api("personas")
 P = "/api/v1/personas"
@@ -127,7 +127,7 @@ class _Offset(BaseModel):
     offset: int = Field(ge=0)
 
 
-def _scored_page(user: UserRow, page: Slice[ScoredPersona], offset: int) -> dict[str, Any]:
+def _scored_page(user: Principal, page: Slice[ScoredPersona], offset: int) -> dict[str, Any]:
     items = [{**public_persona(s.persona, viewer_id=user.id), "score": s.score} for s in page.items]
     cursor = encode_cursor(_Offset(offset=offset + len(page.items))) if page.more else None
     return {"items": items, "next_cursor": cursor}
@@ -139,7 +139,7 @@ def _offset(cursor: str | None) -> int:
 
 
 @api.route("GET", P, summary="My personas, newest first", query=ListQuery, response=PersonaPage)
-async def list_personas(request: web.Request, user: UserRow, query: ListQuery) -> dict[str, Any]:
+async def list_personas(request: web.Request, user: Principal, query: ListQuery) -> dict[str, Any]:
     position = decode_cursor(query.cursor, _Keyset)
     before = (position.created_at, position.id) if position is not None else None
     page = await request.app[PERSONA_SERVICE].list_own(user, before=before, limit=query.limit)
@@ -151,7 +151,7 @@ async def list_personas(request: web.Request, user: UserRow, query: ListQuery) -
 
 
 @api.route("POST", P, summary="Create a persona", body=PersonaIn, response=PersonaOut, status=201, errors=(403,))
-async def create_persona(request: web.Request, user: UserRow, body: PersonaIn) -> dict[str, Any]:
+async def create_persona(request: web.Request, user: Principal, body: PersonaIn) -> dict[str, Any]:
     """403 `plan_limit` when the user already has as many personas as their plan allows."""
     persona = await request.app[PERSONA_SERVICE].create(user, **body.model_dump())
     return public_persona(persona, viewer_id=user.id)
@@ -161,7 +161,7 @@ async def create_persona(request: web.Request, user: UserRow, body: PersonaIn) -
 @api.route(
     "GET", f"{P}/search", summary="Search public personas and mine", query=SearchQuery, response=ScoredPersonaPage
 )
-async def search_personas(request: web.Request, user: UserRow, query: SearchQuery) -> dict[str, Any]:
+async def search_personas(request: web.Request, user: Principal, query: SearchQuery) -> dict[str, Any]:
     """Full-text search over name (weighted highest), tags, description and personality (of others' personas
     only when they are remixable); best first."""
     offset = _offset(query.cursor)
@@ -170,7 +170,7 @@ async def search_personas(request: web.Request, user: UserRow, query: SearchQuer
 
 
 @api.route("GET", f"{P}/trending", summary="Trending public personas", query=TrendingQuery, response=ScoredPersonaPage)
-async def trending_personas(request: web.Request, user: UserRow, query: TrendingQuery) -> dict[str, Any]:
+async def trending_personas(request: web.Request, user: Principal, query: TrendingQuery) -> dict[str, Any]:
     """Score = sum of (chats * 3 + messages) * 0.5 ** (age in days / 2) over the last 14 days; then personas with
     no recent activity (score 0), newest first."""
     offset = _offset(query.cursor)
@@ -179,14 +179,14 @@ async def trending_personas(request: web.Request, user: UserRow, query: Trending
 
 
 @api.route("GET", f"{P}/{{id}}", summary="One persona (mine or public)", response=PersonaOut, errors=(404,))
-async def get_persona(request: web.Request, user: UserRow) -> dict[str, Any]:
+async def get_persona(request: web.Request, user: Principal) -> dict[str, Any]:
     """Someone else's public persona comes with its definition (`personality`) null unless it is remixable."""
     persona = await request.app[PERSONA_SERVICE].get_readable(user, path_uuid(request))
     return public_persona(persona, viewer_id=user.id)
 
 
 @api.route("PUT", f"{P}/{{id}}", summary="Change my persona", body=PersonaPatch, response=PersonaOut, errors=(404,))
-async def update_persona(request: web.Request, user: UserRow, body: PersonaPatch) -> dict[str, Any]:
+async def update_persona(request: web.Request, user: Principal, body: PersonaPatch) -> dict[str, Any]:
     """Send all fields or only those to change."""
     persona_id = path_uuid(request)
     persona = await request.app[PERSONA_SERVICE].update(user, persona_id, **body.model_dump(exclude_unset=True))
@@ -194,7 +194,7 @@ async def update_persona(request: web.Request, user: UserRow, body: PersonaPatch
 
 
 @api.route("DELETE", f"{P}/{{id}}", summary="Delete my persona", status=204, errors=(404,))
-async def delete_persona(request: web.Request, user: UserRow) -> None:
+async def delete_persona(request: web.Request, user: Principal) -> None:
     await request.app[PERSONA_SERVICE].delete(user, path_uuid(request))
 
 
@@ -206,7 +206,7 @@ async def delete_persona(request: web.Request, user: UserRow) -> None:
     status=201,
     errors=(403, 404),
 )
-async def clone_persona(request: web.Request, user: UserRow) -> dict[str, Any]:
+async def clone_persona(request: web.Request, user: Principal) -> dict[str, Any]:
     """Copies the knowledge base too. Someone else's public persona that is not remixable: 403 `forbidden`.
     Counts against the plan's persona limit (403 `plan_limit`)."""
     persona = await request.app[PERSONA_SERVICE].clone(user, path_uuid(request))

@@ -12,13 +12,13 @@ from uuid import UUID
 from aiohttp import web
 from pydantic import BaseModel, Field
 
+from core.entities import Principal
 from core.validation import Bigint
 from handlers.api import Api
 from handlers.keys import BILLING_SETTINGS, CREDIT_SERVICE, QUOTA_SERVICE, USAGE_SERVICE
 from handlers.schemas import Strict
 from services.billing_config import public_pack
 from storage.credits import public_entry
-from storage.users import UserRow
 
 api = Api("usage")
 
@@ -111,20 +111,20 @@ class LedgerPage(BaseModel):
 
 
 @api.route("GET", "/api/v1/usage/current", summary="Today's quota, usage and credits", response=CurrentUsage)
-async def current(request: web.Request, user: UserRow) -> dict[str, Any]:
+async def current(request: web.Request, user: Principal) -> dict[str, Any]:
     """`remaining` and `daily_limit` are null on plans without a daily cap; the day is the user's
     (profile time zone) and resets at their midnight (`resets_at`, UTC)."""
     return await request.app[QUOTA_SERVICE].current(user.id)
 
 
 @api.route("GET", "/api/v1/usage/history", summary="AI messages per day", query=DaysQuery, response=History)
-async def history(request: web.Request, user: UserRow, query: DaysQuery) -> dict[str, Any]:
+async def history(request: web.Request, user: Principal, query: DaysQuery) -> dict[str, Any]:
     rows = await request.app[USAGE_SERVICE].history(user, days=query.days)
     return {"items": [r.__dict__ for r in rows], "next_cursor": None}
 
 
 @api.route("GET", "/api/v1/usage/analytics", summary="Trends and peak hours", query=DaysQuery, response=Analytics)
-async def analytics(request: web.Request, user: UserRow, query: DaysQuery) -> dict[str, Any]:
+async def analytics(request: web.Request, user: Principal, query: DaysQuery) -> dict[str, Any]:
     return await request.app[USAGE_SERVICE].analytics(user, days=query.days)
 
 
@@ -137,7 +137,7 @@ async def analytics(request: web.Request, user: UserRow, query: DaysQuery) -> di
     content_type="text/csv",
     other_content={"application/json": UsageExport},
 )
-async def export(request: web.Request, user: UserRow, body: ExportIn) -> web.Response:
+async def export(request: web.Request, user: Principal, body: ExportIn) -> web.Response:
     """The same numbers as /usage/history, as a download: CSV (header row, one row per day, RFC 4180)
     or JSON `{"user_id", "generated_at", "days": [...]}`."""
     rows = await request.app[USAGE_SERVICE].history(user, days=body.days)
@@ -167,14 +167,14 @@ async def export(request: web.Request, user: UserRow, body: ExportIn) -> web.Res
 
 
 @api.route("GET", "/api/v1/credits/balance", summary="My credit balance", response=Balance)
-async def balance(request: web.Request, user: UserRow) -> dict[str, Any]:
+async def balance(request: web.Request, user: Principal) -> dict[str, Any]:
     return {"balance": await request.app[CREDIT_SERVICE].balance(user.id)}
 
 
 @api.route(
     "GET", "/api/v1/credits/ledger", summary="My credit ledger, newest first", query=LedgerQuery, response=LedgerPage
 )
-async def ledger(request: web.Request, user: UserRow, query: LedgerQuery) -> dict[str, Any]:
+async def ledger(request: web.Request, user: Principal, query: LedgerQuery) -> dict[str, Any]:
     entries = await request.app[CREDIT_SERVICE].ledger(user.id, before_id=query.cursor, limit=query.limit)
     cursor = str(entries[-1].id) if len(entries) == query.limit else None
     return {"items": [public_entry(e) for e in entries], "next_cursor": cursor}
@@ -192,6 +192,6 @@ class Packs(BaseModel):
 
 
 @api.route("GET", "/api/v1/credits/packs", summary="Credit packs for sale", response=Packs)
-async def packs(request: web.Request, user: UserRow) -> dict[str, Any]:
+async def packs(request: web.Request, user: Principal) -> dict[str, Any]:
     """Buy one with `POST /api/v1/credits/checkout {pack}` (Stripe Checkout)."""
     return {"items": [public_pack(p) for p in request.app[BILLING_SETTINGS].credit_packs]}

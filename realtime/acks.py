@@ -10,16 +10,16 @@ import socketio
 import structlog
 from pydantic import BaseModel, ConfigDict
 
+from core.entities import Principal
 from core.errors import AppError, Forbidden, Unauthorized, Unavailable, ValidationFailed
 from core.validation import parse
 from realtime.guard import SocketUsers
 from services.metrics import Metrics
 from storage.db import CONNECTION_ERRORS
-from storage.users import UserRow
 
 log = structlog.get_logger("parlor.socket")
 P = TypeVar("P", bound=BaseModel)
-EventFn = Callable[[str, UserRow, Any], Awaitable[dict[str, Any] | None]]
+EventFn = Callable[[str, Principal, Any], Awaitable[dict[str, Any] | None]]
 
 
 class Payload(BaseModel):

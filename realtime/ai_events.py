@@ -11,13 +11,13 @@ import socketio
 import structlog
 from pydantic import Field
 
+from core.entities import Principal
 from realtime.acks import EventRegistry, Payload
 from realtime.guard import SocketUsers
 from realtime.server import ResumeAwareManager
 from services.events import chat_room
 from services.replies import ReplyService
 from services.stream_buffer import StreamGone
-from storage.users import UserRow
 
 log = structlog.get_logger("parlor.socket")
 LIVE_GRACE_SECONDS = 30.0
@@ -37,7 +37,7 @@ def register(sio: socketio.AsyncServer, events: EventRegistry, *, replies: Reply
     replays: set[asyncio.Task[None]] = set()
 
     @events.on("ai:stop", StopIn)
-    async def stop(sid: str, user: UserRow, payload: StopIn) -> dict[str, Any]:
+    async def stop(sid: str, user: Principal, payload: StopIn) -> dict[str, Any]:
         await replies.stop(user, str(payload.stream_id))
         return {"stream_id": str(payload.stream_id)}
 
@@ -75,7 +75,7 @@ def register(sio: socketio.AsyncServer, events: EventRegistry, *, replies: Reply
                 manager.resuming.pop(stream_id, None)
 
     @events.on("ai:resume", ResumeIn)
-    async def resume(sid: str, user: UserRow, payload: ResumeIn) -> dict[str, Any]:
+    async def resume(sid: str, user: Principal, payload: ResumeIn) -> dict[str, Any]:
         stream_id = str(payload.stream_id)
         info = await replies.live_stream(user, stream_id)  # stream_gone once it has ended
         # Order matters: stop live delivery to this socket before it can join the room, then replay.

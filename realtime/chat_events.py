@@ -8,6 +8,7 @@ from uuid import UUID
 import socketio
 from pydantic import Field
 
+from core.entities import Principal
 from core.errors import Forbidden
 from realtime.acks import EventRegistry, Payload
 from realtime.guard import SocketUsers
@@ -15,7 +16,6 @@ from services.chat import ChatService
 from services.events import chat_room
 from services.replies import ReplyService
 from storage.chat import public_message, public_session
-from storage.users import UserRow
 
 MAX_SEQ = 2**63 - 1  # seqs are PostgreSQL bigints
 
@@ -45,25 +45,25 @@ def register(
     sio: socketio.AsyncServer, events: EventRegistry, *, chat: ChatService, replies: ReplyService, users: SocketUsers
 ) -> None:
     @events.on("chat:join", SessionRef)
-    async def join(sid: str, user: UserRow, payload: SessionRef) -> dict[str, Any]:
+    async def join(sid: str, user: Principal, payload: SessionRef) -> dict[str, Any]:
         session = await chat.get_session(user, payload.session_id)
         await sio.enter_room(sid, chat_room(session.id))
         (await users.joined(sid)).add(str(session.id))
         return {"session": public_session(session)}
 
     @events.on("chat:leave", SessionRef)
-    async def leave(sid: str, user: UserRow, payload: SessionRef) -> dict[str, Any]:
+    async def leave(sid: str, user: Principal, payload: SessionRef) -> dict[str, Any]:
         await sio.leave_room(sid, chat_room(payload.session_id))
         (await users.joined(sid)).discard(str(payload.session_id))
         return {}
 
     @events.on("message:send", SendIn)
-    async def send(sid: str, user: UserRow, payload: SendIn) -> dict[str, Any]:
+    async def send(sid: str, user: Principal, payload: SendIn) -> dict[str, Any]:
         result = await chat.send(user, payload.session_id, client_id=payload.client_id, content=payload.content)
         return {"message": public_message(result.message), "duplicate": not result.created}
 
     @events.on("sync", SyncIn)
-    async def sync(sid: str, user: UserRow, payload: SyncIn) -> dict[str, Any]:
+    async def sync(sid: str, user: Principal, payload: SyncIn) -> dict[str, Any]:
         result = await chat.sync(user, payload.session_id, after_seq=payload.after_seq)
         return {
             "messages": [public_message(m) for m in result.messages],
@@ -73,7 +73,7 @@ def register(
         }
 
     @events.on("typing", TypingIn)
-    async def typing(sid: str, user: UserRow, payload: TypingIn) -> dict[str, Any]:
+    async def typing(sid: str, user: Principal, payload: TypingIn) -> dict[str, Any]:
         # Only a socket that joined (so ownership was checked) may signal; relayed, never stored.
         if str(payload.session_id) not in await users.joined(sid):
             raise Forbidden("join the chat before sending typing")

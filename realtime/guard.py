@@ -8,9 +8,9 @@ from uuid import UUID
 
 import socketio
 
+from core.entities import Principal
 from core.errors import Unauthorized
 from services.auth import AuthService
-from storage.users import UserRow
 
 CACHE_SECONDS = 5.0
 
@@ -19,22 +19,22 @@ class SocketUsers:
     def __init__(self, sio: socketio.AsyncServer, auth: AuthService) -> None:
         self._sio = sio
         self._auth = auth
-        self._cache: dict[tuple[UUID, int, UUID | None], tuple[float, UserRow]] = {}
+        self._cache: dict[tuple[UUID, int, UUID | None], tuple[float, Principal]] = {}
 
-    async def remember(self, sid: str, user: UserRow, *, session_id: UUID | None = None) -> None:
+    async def remember(self, sid: str, user: Principal, *, session_id: UUID | None = None) -> None:
         """`session_id`: the access token's session, so that revoking it also refuses this socket."""
         await self._sio.save_session(
             sid, {"user_id": user.id, "sv": user.session_version, "session_id": session_id, "chats": set()}
         )
         self._cache[(user.id, user.session_version, session_id)] = (time.monotonic() + CACHE_SECONDS, user)
 
-    async def user(self, sid: str) -> UserRow:
+    async def user(self, sid: str) -> Principal:
         session = await self._sio.get_session(sid)
         if not session or "user_id" not in session:
             raise Unauthorized("socket is not authenticated")
         return await self.lookup(session["user_id"], session["sv"], session.get("session_id"))
 
-    async def lookup(self, user_id: UUID, session_version: int, session_id: UUID | None = None) -> UserRow:
+    async def lookup(self, user_id: UUID, session_version: int, session_id: UUID | None = None) -> Principal:
         """The live, unbanned user of an unrevoked session (cached a few seconds: a reconnect burst costs
         one query per user)."""
         key = (user_id, session_version, session_id)

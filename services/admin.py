@@ -9,11 +9,12 @@ from uuid import UUID
 import asyncpg
 import structlog
 
+from core.entities import Principal
 from core.errors import Forbidden, NotFound
 from services.events import Events
 from storage.audit import AuditRow, AuditStore
 from storage.refresh_tokens import RefreshTokenStore
-from storage.users import UserRow, UserStore
+from storage.users import UserStore
 
 log = structlog.get_logger(__name__)
 
@@ -27,11 +28,11 @@ class AdminService:
         self._audit = AuditStore()
 
     @staticmethod
-    def require_admin(actor: UserRow) -> None:
+    def require_admin(actor: Principal) -> None:
         if not actor.is_admin:
             raise Forbidden("admin only")
 
-    async def audit(self, actor: UserRow, *, action: str, target_id: str, details: dict[str, Any]) -> None:
+    async def audit(self, actor: Principal, *, action: str, target_id: str, details: dict[str, Any]) -> None:
         """Record an admin action made through another service."""
         self.require_admin(actor)
         async with self._pool.acquire() as conn:
@@ -39,7 +40,7 @@ class AdminService:
                 conn, actor_id=actor.id, action=action, target_type="user", target_id=target_id, details=details
             )
 
-    async def set_ban(self, actor: UserRow, user_id: UUID, *, banned: bool, reason: str | None) -> UserRow:
+    async def set_ban(self, actor: Principal, user_id: UUID, *, banned: bool, reason: str | None) -> Principal:
         self.require_admin(actor)
         if user_id == actor.id:
             raise Forbidden("admins cannot ban themselves", code="forbidden")
@@ -60,24 +61,24 @@ class AdminService:
         if banned:
             await self._events.disconnect_user(user_id, reason="banned")
         log.info("user ban changed", target_id=str(user_id), banned=banned)
-        return target
+        return target.principal()
 
-    async def get_user(self, actor: UserRow, user_id: UUID) -> UserRow:
+    async def get_user(self, actor: Principal, user_id: UUID) -> Principal:
         self.require_admin(actor)
         async with self._pool.acquire() as conn:
             user = await self._users.get(conn, user_id)
         if user is None:
             raise NotFound("user not found")
-        return user
+        return user.principal()
 
     async def search_users(
-        self, actor: UserRow, *, query: str | None, before: datetime | None, limit: int
-    ) -> list[UserRow]:
+        self, actor: Principal, *, query: str | None, before: datetime | None, limit: int
+    ) -> list[Principal]:
         self.require_admin(actor)
         async with self._pool.acquire() as conn:
-            return await self._users.search(conn, query=query, before=before, limit=limit)
+            return [u.principal() for u in await self._users.search(conn, query=query, before=before, limit=limit)]
 
-    async def audit_log(self, actor: UserRow, *, before_id: int | None, limit: int) -> list[AuditRow]:
+    async def audit_log(self, actor: Principal, *, before_id: int | None, limit: int) -> list[AuditRow]:
         self.require_admin(actor)
         async with self._pool.acquire() as conn:
             return await self._audit.page(conn, before_id=before_id, limit=limit)

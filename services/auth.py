@@ -16,6 +16,7 @@ import structlog
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from core.entities import Principal
 from core.errors import AppError, Conflict, Forbidden, Unauthorized, Unavailable, ValidationFailed
 from providers.firebase_auth import FirebaseIdentity, FirebaseVerifier
 from services import roles
@@ -31,7 +32,7 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True)
 class Session:
-    user: UserRow
+    user: Principal
     access_token: str
     refresh_token: str
     expires_in: int
@@ -126,7 +127,7 @@ class AuthService:
             now=issued,
         )
         remaining = self._signer.ttl_seconds - max(0, int(time.time() - issued))
-        return Session(user, access, refresh_token, max(remaining, 0))
+        return Session(user.principal(), access, refresh_token, max(remaining, 0))
 
     async def _admin_if_proven(self, conn: asyncpg.Connection, user: UserRow, identity: FirebaseIdentity) -> UserRow:
         """ADMIN_EMAILS grants the role only to a verified identity that proves the address: nobody
@@ -240,7 +241,7 @@ class AuthService:
             raise Forbidden("this account is banned", code="banned")
         return user
 
-    async def logout(self, user: UserRow, refresh_token: str) -> None:
+    async def logout(self, user: Principal, refresh_token: str) -> None:
         """Ends the session the refresh token belongs to: its access tokens stop working too."""
         async with self._pool.acquire() as conn, conn.transaction():
             row = await self._tokens.by_hash_for_update(conn, hash_refresh_token(refresh_token))
@@ -250,17 +251,17 @@ class AuthService:
             await self._tokens.revoke_family(conn, row.family_id)
         await self._revoked.add([row.family_id])
 
-    async def logout_all(self, user: UserRow) -> None:
+    async def logout_all(self, user: Principal) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
             await self._tokens.revoke_user(conn, user.id)
             await self._users.bump_session_version(conn, user.id)
         await self._events.disconnect_user(user.id, reason="logged_out")
 
-    async def authenticate(self, access_token: str) -> UserRow:
+    async def authenticate(self, access_token: str) -> Principal:
         """The user behind an access token, refusing banned users and tokens from ended sessions."""
         return (await self.authenticate_claims(access_token))[0]
 
-    async def authenticate_claims(self, access_token: str) -> tuple[UserRow, AccessClaims]:
+    async def authenticate_claims(self, access_token: str) -> tuple[Principal, AccessClaims]:
         """`authenticate`, with the token's claims (a socket keeps its session id for later checks)."""
         claims = self.verify_token(access_token)
         user = await self.active_user(claims.user_id, claims.session_version, claims.session_id)
@@ -270,7 +271,7 @@ class AuthService:
         """Signature and expiry only; `active_user` checks the session and the ban."""
         return self._signer.verify(access_token)
 
-    async def active_user(self, user_id: UUID, session_version: int, session_id: UUID | None = None) -> UserRow:
+    async def active_user(self, user_id: UUID, session_version: int, session_id: UUID | None = None) -> Principal:
         """The user, if the session that issued `session_version` is still live and not banned, and the
         session `session_id` (the token's refresh-token family) was not revoked."""
         if session_id is not None and await self._revoked.contains(session_id):
@@ -281,11 +282,11 @@ class AuthService:
             raise Unauthorized("session ended; sign in again", code="session_ended")
         if user.is_banned:
             raise Forbidden("this account is banned", code="banned")
-        return user
+        return user.principal()
 
     # --- profile -------------------------------------------------------------------------------
 
-    async def update_profile(self, user: UserRow, *, display_name: str | None, timezone: str | None) -> UserRow:
+    async def update_profile(self, user: Principal, *, display_name: str | None, timezone: str | None) -> Principal:
         if timezone is not None:
             try:
                 zoneinfo.ZoneInfo(timezone)
@@ -297,12 +298,16 @@ class AuthService:
             updated = await self._users.update_profile(conn, user.id, display_name=display_name, timezone=timezone)
         if updated is None:
             raise Unauthorized("account no longer exists")
-        return updated
+        return updated.principal()
 
-    async def change_password(self, user: UserRow, *, current_password: str | None, new_password: str) -> Session:
+    async def change_password(self, user: Principal, *, current_password: str | None, new_password: str) -> Session:
         """Ends every other session (refresh tokens and access tokens) and returns a fresh one."""
-        if user.password_hash is not None:
-            if not current_password or not await self._verify(user.password_hash, current_password):
+        async with self._pool.acquire() as conn:
+            stored = await self._users.get(conn, user.id)
+        if stored is None:
+            raise Unauthorized("account no longer exists")
+        if stored.password_hash is not None:
+            if not current_password or not await self._verify(stored.password_hash, current_password):
                 raise Unauthorized("current password is wrong", code="invalid_credentials")
         new_hash = await self._hash(new_password)
         async with self._pool.acquire() as conn, conn.transaction():
@@ -358,7 +363,7 @@ class AuthService:
             session, _ = await self._open_session(conn, user)
             return session, created
 
-    async def link_firebase(self, user: UserRow, id_token: str) -> UserRow:
+    async def link_firebase(self, user: Principal, id_token: str) -> Principal:
         identity = await self._require_firebase().verify(id_token)
         async with self._pool.acquire() as conn, conn.transaction():
             owner = await self._users.by_firebase_uid(conn, identity.uid)
@@ -372,13 +377,13 @@ class AuthService:
                 ) from err
         if updated is None:
             raise Unauthorized("account no longer exists")
-        return updated
+        return updated.principal()
 
-    async def unlink_firebase(self, user: UserRow) -> UserRow:
-        if user.password_hash is None:
+    async def unlink_firebase(self, user: Principal) -> Principal:
+        if not user.has_password:
             raise Conflict("set a password before unlinking Google, or you could not sign in", code="no_password")
         async with self._pool.acquire() as conn:
             updated = await self._users.set_firebase_uid(conn, user.id, None)
         if updated is None:
             raise Unauthorized("account no longer exists")
-        return updated
+        return updated.principal()

@@ -19,6 +19,7 @@ from uuid import UUID
 import asyncpg
 import structlog
 
+from core.entities import Principal
 from core.errors import Conflict, NotFound, Unavailable, ValidationFailed
 from providers.stripe_billing import HostedSession, StripeBilling, StripeEvent
 from services.billing_config import PAID_PLANS, PERIODS, BillingSettings, CreditPack, Period
@@ -27,7 +28,6 @@ from services.plans import Plans
 from services.subscriptions import EPOCH, PlanChange, SubscriptionOwnedByOther, SubscriptionService, SubscriptionState
 from storage.billing import BillingEventStore, InvoiceRow, InvoiceStore, StripeCustomerStore
 from storage.subscriptions import ENTITLED, SubscriptionRow, SubscriptionStore
-from storage.users import UserRow
 
 log = structlog.get_logger(__name__)
 PROVIDER = "stripe"
@@ -186,7 +186,7 @@ class BillingService:
     # --- checkout, portal, cancel ----------------------------------------------------------------
 
     async def checkout_subscription(
-        self, user: UserRow, *, plan: str, period: str, request_key: str | None = None
+        self, user: Principal, *, plan: str, period: str, request_key: str | None = None
     ) -> HostedSession:
         """A Checkout Session for `plan` in `period` (subscription mode; payment mode for lifetime)."""
         stripe = self._require_stripe()
@@ -233,7 +233,7 @@ class BillingService:
         log.info("checkout created", user_id=str(user.id), session_id=session.id, plan=plan, period=period)
         return session
 
-    async def checkout_credits(self, user: UserRow, *, pack: str, request_key: str | None = None) -> HostedSession:
+    async def checkout_credits(self, user: Principal, *, pack: str, request_key: str | None = None) -> HostedSession:
         """A Checkout Session (payment mode) for a credit pack; the webhook adds the credits once."""
         stripe = self._require_stripe()
         chosen = self._settings.credit_pack(pack)
@@ -269,7 +269,7 @@ class BillingService:
         log.info("credit checkout created", user_id=str(user.id), session_id=session.id, pack=chosen.name)
         return session
 
-    async def portal(self, user: UserRow) -> HostedSession:
+    async def portal(self, user: Principal) -> HostedSession:
         stripe = self._require_stripe()
         customer = await self._customer(user)
         return await stripe.create_portal_session(
@@ -278,7 +278,7 @@ class BillingService:
             idempotency_key=f"parlor:portal:{user.id}:{_window_key()}",
         )
 
-    async def cancel(self, user: UserRow) -> SubscriptionRow:
+    async def cancel(self, user: Principal) -> SubscriptionRow:
         """Cancel the user's Stripe subscription at the end of the paid period (it stays entitled until
         then; Stripe's `customer.subscription.deleted` ends it)."""
         stripe = self._require_stripe()
@@ -306,7 +306,7 @@ class BillingService:
         async with self._pool.acquire() as conn:
             return await self._invoices.page(conn, user_id, before=before, limit=limit)
 
-    async def _customer(self, user: UserRow) -> str:
+    async def _customer(self, user: Principal) -> str:
         """The user's Stripe customer, created once (deterministic idempotency key) and stored."""
         async with self._pool.acquire() as conn:
             existing = await self._customers.customer_of(conn, user.id)

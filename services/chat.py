@@ -12,6 +12,7 @@ from uuid import UUID
 import asyncpg
 import structlog
 
+from core.entities import Principal
 from core.errors import NotFound, RateLimited, ValidationFailed
 from services.events import Events, chat_room, user_room
 from services.message_writer import MessageWriter, Outcome
@@ -19,7 +20,6 @@ from services.quota import QuotaService
 from services.ratelimit import RateLimiter
 from storage.chat import ChatStore, MessageRow, SessionRow, public_message
 from storage.personas import PersonaStore
-from storage.users import UserRow
 
 log = structlog.get_logger(__name__)
 SYNC_PAGE = 500
@@ -43,7 +43,7 @@ class _NotInserted(Exception):
 
 
 # Called after a user message is committed; the AI reply service plugs in here.
-UserMessageHook = Callable[[UserRow, MessageRow], Awaitable[None]]
+UserMessageHook = Callable[[Principal, MessageRow], Awaitable[None]]
 
 
 class ChatService:
@@ -73,7 +73,7 @@ class ChatService:
 
     # --- sessions ------------------------------------------------------------------------------
 
-    async def create_session(self, user: UserRow, *, persona_id: UUID, title: str | None) -> SessionRow:
+    async def create_session(self, user: Principal, *, persona_id: UUID, title: str | None) -> SessionRow:
         async with self._pool.acquire() as conn, conn.transaction():
             session = await self._store.create_session(conn, user_id=user.id, persona_id=persona_id, title=title)
             if session is None:
@@ -81,7 +81,7 @@ class ChatService:
             await self._personas.record_activity(conn, persona_id, chats=1)
         return session
 
-    async def get_session(self, user: UserRow, session_id: UUID) -> SessionRow:
+    async def get_session(self, user: Principal, session_id: UUID) -> SessionRow:
         async with self._pool.acquire() as conn:
             session = await self._store.owned_session(conn, session_id=session_id, user_id=user.id)
         if session is None:
@@ -89,13 +89,13 @@ class ChatService:
         return session
 
     async def list_sessions(
-        self, user: UserRow, *, after: tuple[bool, datetime, UUID] | None, limit: int
+        self, user: Principal, *, after: tuple[bool, datetime, UUID] | None, limit: int
     ) -> list[SessionRow]:
         async with self._pool.acquire() as conn:
             return await self._store.list_sessions(conn, user_id=user.id, after=after, limit=limit)
 
     async def update_session(
-        self, user: UserRow, session_id: UUID, *, title: str | None, pinned: bool | None
+        self, user: Principal, session_id: UUID, *, title: str | None, pinned: bool | None
     ) -> SessionRow:
         async with self._pool.acquire() as conn:
             session = await self._store.update_session(
@@ -105,7 +105,7 @@ class ChatService:
             raise NotFound("chat session not found")
         return session
 
-    async def delete_session(self, user: UserRow, session_id: UUID) -> None:
+    async def delete_session(self, user: Principal, session_id: UUID) -> None:
         async with self._pool.acquire() as conn:
             deleted = await self._store.delete_session(conn, session_id=session_id, user_id=user.id)
         if not deleted:
@@ -116,7 +116,7 @@ class ChatService:
 
     async def send(
         self,
-        user: UserRow,
+        user: Principal,
         session_id: UUID,
         *,
         client_id: UUID,
@@ -155,7 +155,7 @@ class ChatService:
         return SendResult(outcome, created=True)
 
     async def _send_single(
-        self, user: UserRow, session_id: UUID, *, client_id: UUID, content: str, attachments: list[Any] | None
+        self, user: Principal, session_id: UUID, *, client_id: UUID, content: str, attachments: list[Any] | None
     ) -> SendResult:
         """One message in its own transaction: a message to a persona is charged in it."""
         async with self._pool.acquire() as conn:
@@ -195,7 +195,7 @@ class ChatService:
                 await hook(user, message)
         return SendResult(message, created=True)
 
-    async def _duplicate(self, user: UserRow, session_id: UUID, client_id: UUID) -> SendResult:
+    async def _duplicate(self, user: Principal, session_id: UUID, client_id: UUID) -> SendResult:
         async with self._pool.acquire() as conn:
             stored = await self._stored_duplicate(conn, user, session_id, client_id)
         if stored is None:
@@ -209,7 +209,7 @@ class ChatService:
         )
 
     async def history(
-        self, user: UserRow, session_id: UUID, *, after_seq: int | None, before_seq: int | None, limit: int
+        self, user: Principal, session_id: UUID, *, after_seq: int | None, before_seq: int | None, limit: int
     ) -> list[MessageRow]:
         async with self._pool.acquire() as conn:
             await self._require_owned(conn, user, session_id)
@@ -219,7 +219,7 @@ class ChatService:
                 )
             return await self._store.messages_after(conn, session_id=session_id, after_seq=after_seq or 0, limit=limit)
 
-    async def sync(self, user: UserRow, session_id: UUID, *, after_seq: int) -> SyncResult:
+    async def sync(self, user: Principal, session_id: UUID, *, after_seq: int) -> SyncResult:
         async with self._pool.acquire() as conn:
             session = await self._require_owned(conn, user, session_id)
             rows = await self._store.messages_after(
@@ -228,13 +228,13 @@ class ChatService:
         return SyncResult(rows[:SYNC_PAGE], has_more=len(rows) > SYNC_PAGE, last_seq=session.last_seq)
 
     async def _stored_duplicate(
-        self, conn: asyncpg.Connection, user: UserRow, session_id: UUID, client_id: UUID
+        self, conn: asyncpg.Connection, user: Principal, session_id: UUID, client_id: UUID
     ) -> MessageRow | None:
         """The message already stored under this client_id (NotFound if the session is not the user's)."""
         await self._require_owned(conn, user, session_id)
         return await self._store.message_by_client_id(conn, session_id=session_id, client_id=client_id)
 
-    async def _require_owned(self, conn: asyncpg.Connection, user: UserRow, session_id: UUID) -> SessionRow:
+    async def _require_owned(self, conn: asyncpg.Connection, user: Principal, session_id: UUID) -> SessionRow:
         session = await self._store.owned_session(conn, session_id=session_id, user_id=user.id)
         if session is None:
             raise NotFound("chat session not found")

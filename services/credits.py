@@ -8,11 +8,12 @@ from uuid import UUID
 
 import asyncpg
 
+from core.entities import Principal
 from core.errors import AppError, Forbidden, NotFound
 from services.events import Events
 from storage.audit import AuditStore
 from storage.credits import CreditStore, InsufficientCredits, LedgerEntry
-from storage.users import UserRow, UserStore
+from storage.users import UserStore
 
 
 class CreditService:
@@ -81,7 +82,7 @@ class CreditService:
         return balance, applied
 
     async def admin_grant(
-        self, actor: UserRow, user_id: UUID, *, amount: int, idempotency_key: str, note: str | None
+        self, actor: Principal, user_id: UUID, *, amount: int, idempotency_key: str, note: str | None
     ) -> tuple[int, bool]:
         """Grant (or, negative, take back) credits; audited; a repeated key changes nothing."""
         if not actor.is_admin:

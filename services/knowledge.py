@@ -22,12 +22,12 @@ from uuid import UUID
 import asyncpg
 import structlog
 
+from core.entities import Principal
 from core.errors import AppError, NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from services import character_cards as cards
 from services.personas import PersonaService, Slice
 from storage.knowledge import KnowledgeDocument, KnowledgeEntryRow, KnowledgeStore
 from storage.personas import PersonaRow
-from storage.users import UserRow
 
 log = structlog.get_logger(__name__)
 
@@ -348,7 +348,7 @@ class KnowledgeService:
     # --- reads -----------------------------------------------------------------------------------
 
     async def list_entries(
-        self, user: UserRow, persona_id: UUID, *, before: tuple[datetime, UUID] | None, limit: int
+        self, user: Principal, persona_id: UUID, *, before: tuple[datetime, UUID] | None, limit: int
     ) -> Slice[KnowledgeEntryRow]:
         """The persona's entries, newest first, for whoever may read its definition. `before` is the
         previous page's last (created_at, id)."""
@@ -357,7 +357,7 @@ class KnowledgeService:
             rows = await self._store.list_entries(conn, persona_id, before=before, limit=limit + 1)
         return Slice(rows[:limit], len(rows) > limit)
 
-    async def get_entry(self, user: UserRow, persona_id: UUID, entry_id: UUID) -> KnowledgeDocument:
+    async def get_entry(self, user: Principal, persona_id: UUID, entry_id: UUID) -> KnowledgeDocument:
         """One entry with its text, for whoever may read the persona's definition."""
         await self._personas.get_definition(user, persona_id)
         async with self._pool.acquire() as conn:
@@ -379,7 +379,7 @@ class KnowledgeService:
 
     # --- changes ---------------------------------------------------------------------------------
 
-    async def add_text(self, user: UserRow, persona_id: UUID, *, title: str, content: str) -> KnowledgeEntryRow:
+    async def add_text(self, user: Principal, persona_id: UUID, *, title: str, content: str) -> KnowledgeEntryRow:
         """A text entry (source "text"); owner only."""
         content = clean_text(content)
         if not content:
@@ -388,7 +388,7 @@ class KnowledgeService:
         return await self._add(user, persona_id, prepared, source="text")
 
     async def add_file(
-        self, user: UserRow, persona_id: UUID, *, data: bytes, filename: str | None, title: str | None = None
+        self, user: Principal, persona_id: UUID, *, data: bytes, filename: str | None, title: str | None = None
     ) -> KnowledgeEntryRow:
         """An uploaded TXT, Markdown or PDF file's text (source "file"), typed by its content; owner only.
         413 over `upload_max_bytes`, 415 for other kinds of file, 422 for a PDF that cannot be read or a
@@ -410,7 +410,7 @@ class KnowledgeService:
 
     async def _add(
         self,
-        user: UserRow,
+        user: Principal,
         persona_id: UUID,
         prepared: _Prepared,
         *,
@@ -435,7 +435,7 @@ class KnowledgeService:
         log.info("knowledge added", persona_id=str(persona_id), entry_id=str(entry.id), chunks=entry.chunks)
         return entry
 
-    async def delete_entry(self, user: UserRow, persona_id: UUID, entry_id: UUID) -> None:
+    async def delete_entry(self, user: Principal, persona_id: UUID, entry_id: UUID) -> None:
         """Owner only; the entry's chunks go with it."""
         async with self._pool.acquire() as conn:
             if not await self._store.owns_persona(conn, persona_id, owner_id=user.id):
@@ -445,7 +445,7 @@ class KnowledgeService:
 
     # --- Character Cards -------------------------------------------------------------------------
 
-    async def import_card(self, user: UserRow, data: bytes) -> ImportedCard:
+    async def import_card(self, user: Principal, data: bytes) -> ImportedCard:
         """A new private persona of the user's from a Character Card (PNG or JSON, V1/V2/V3), with its
         enabled character book entries as knowledge (source "character_book"), all in one transaction.
         Counts against the plan (403 `plan_limit`)."""
@@ -489,7 +489,7 @@ class KnowledgeService:
         log.info("character card imported", persona_id=str(persona.id), spec=card.spec, knowledge=len(knowledge))
         return ImportedCard(persona, len(knowledge), fields.truncated)
 
-    async def export_card(self, user: UserRow, persona_id: UUID, *, fmt: str) -> ExportedCard:
+    async def export_card(self, user: Principal, persona_id: UUID, *, fmt: str) -> ExportedCard:
         """The persona as a Character Card: V2 JSON (`fmt` "json"), or a PNG (`fmt` "png") carrying V2 in
         a `chara` chunk and V3 in a `ccv3` one, with the knowledge base as the card's character book. A card
         is the whole definition: only for whoever may read it (owner, or anyone when public and remixable)."""

@@ -18,12 +18,13 @@ from uuid import UUID
 import asyncpg
 import structlog
 
+from core.entities import Principal
 from core.errors import Forbidden, NotFound, Unauthorized
 from services.events import Events
 from services.plans import Plans
 from storage.knowledge import KnowledgeStore
 from storage.personas import PersonaRow, PersonaStore, ScoredPersona
-from storage.users import UserRow, UserStore
+from storage.users import UserStore
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -37,7 +38,7 @@ class Slice(Generic[T]):
     more: bool
 
 
-def definition_readable(persona: PersonaRow, user: UserRow) -> PersonaRow:
+def definition_readable(persona: PersonaRow, user: Principal) -> PersonaRow:
     """`persona` (which `user` may read) if its definition is theirs to read too; 403 `forbidden` otherwise."""
     if not persona.definition_readable_by(user.id):
         raise Forbidden("this persona's definition is its owner's: chat with it, but it cannot be read or copied")
@@ -65,7 +66,7 @@ class PersonaService:
 
     # --- plan limit ----------------------------------------------------------------------------
 
-    async def _reserve_slot(self, conn: asyncpg.Connection, user: UserRow) -> None:
+    async def _reserve_slot(self, conn: asyncpg.Connection, user: Principal) -> None:
         """Inside the caller's transaction: lock the owner's row (so concurrent creates queue up
         behind each other), then count. Reads the plan from the locked row, not the token's copy."""
         owner = await self._users.get(conn, user.id, for_update=True)
@@ -81,7 +82,7 @@ class PersonaService:
 
     # --- reads ---------------------------------------------------------------------------------
 
-    async def get_readable(self, user: UserRow, persona_id: UUID) -> PersonaRow:
+    async def get_readable(self, user: Principal, persona_id: UUID) -> PersonaRow:
         """The persona if `user` owns it or it is public; NotFound otherwise."""
         async with self._pool.acquire() as conn:
             persona = await self._personas.get(conn, persona_id)
@@ -89,17 +90,17 @@ class PersonaService:
             raise NotFound("persona not found")
         return persona
 
-    async def get_definition(self, user: UserRow, persona_id: UUID) -> PersonaRow:
+    async def get_definition(self, user: Principal, persona_id: UUID) -> PersonaRow:
         """The persona if `user` may read its definition (see `definition_readable`)."""
         return definition_readable(await self.get_readable(user, persona_id), user)
 
-    async def list_own(self, user: UserRow, *, before: tuple[datetime, UUID] | None, limit: int) -> Slice[PersonaRow]:
+    async def list_own(self, user: Principal, *, before: tuple[datetime, UUID] | None, limit: int) -> Slice[PersonaRow]:
         """The user's personas, newest first; `before` is the (created_at, id) of the previous page's last."""
         async with self._pool.acquire() as conn:
             rows = await self._personas.list_owned(conn, user.id, before=before, limit=limit + 1)
         return Slice(rows[:limit], len(rows) > limit)
 
-    async def search(self, user: UserRow, query: str, *, offset: int, limit: int) -> Slice[ScoredPersona]:
+    async def search(self, user: Principal, query: str, *, offset: int, limit: int) -> Slice[ScoredPersona]:
         """Public personas and the user's own matching `query` (web-search syntax), best match first."""
         async with self._pool.acquire() as conn:
             rows = await self._personas.search(conn, viewer_id=user.id, query=query, offset=offset, limit=limit + 1)
@@ -115,7 +116,7 @@ class PersonaService:
 
     async def create(
         self,
-        user: UserRow,
+        user: Principal,
         *,
         name: str,
         description: str = "",
@@ -143,7 +144,7 @@ class PersonaService:
     async def create_in(
         self,
         conn: asyncpg.Connection,
-        user: UserRow,
+        user: Principal,
         *,
         name: str,
         description: str = "",
@@ -171,7 +172,7 @@ class PersonaService:
 
     async def update(
         self,
-        user: UserRow,
+        user: Principal,
         persona_id: UUID,
         *,
         name: str | None = None,
@@ -200,7 +201,7 @@ class PersonaService:
             raise NotFound("persona not found")
         return persona
 
-    async def delete(self, user: UserRow, persona_id: UUID) -> None:
+    async def delete(self, user: Principal, persona_id: UUID) -> None:
         """Owner only. Chat sessions keep their messages (their persona becomes null); clones stay."""
         async with self._pool.acquire() as conn:
             deleted = await self._personas.delete(conn, persona_id, owner_id=user.id)
@@ -208,7 +209,7 @@ class PersonaService:
             raise NotFound("persona not found")
         log.info("persona deleted", persona_id=str(persona_id))
 
-    async def clone(self, user: UserRow, persona_id: UUID) -> PersonaRow:
+    async def clone(self, user: Principal, persona_id: UUID) -> PersonaRow:
         """A private, not remixable copy of a persona whose definition the user may read (their own, or a
         public remixable one), with its knowledge base, owned by the user; counts against the plan."""
         async with self._pool.acquire() as conn, conn.transaction():

@@ -16,12 +16,12 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import structlog
 
+from core.entities import Principal
 from core.errors import AppError, Conflict, Unavailable, ValidationFailed
 from providers.google_play import GooglePlay, PlaySubscription, PlayTokenInvalid
 from services.billing_config import BillingSettings
 from services.subscriptions import PlanChange, SubscriptionOwnedByOther, SubscriptionService, SubscriptionState
 from storage.subscriptions import ENTITLED, SubscriptionRow, SubscriptionStore
-from storage.users import UserRow
 
 log = structlog.get_logger(__name__)
 PROVIDER = "google_play"
@@ -110,7 +110,7 @@ class PlayBillingService:
             )
         return self._play
 
-    async def verify(self, user: UserRow, *, product_id: str, purchase_token: str) -> SubscriptionRow:
+    async def verify(self, user: Principal, *, product_id: str, purchase_token: str) -> SubscriptionRow:
         play = self._require_play()
         period = self._settings.play_products.get(product_id)
         if period is None:
@@ -161,7 +161,7 @@ class PlayBillingService:
         return row
 
     async def _supersede(
-        self, conn: asyncpg.Connection, user: UserRow, old_token: str, now: datetime
+        self, conn: asyncpg.Connection, user: Principal, old_token: str, now: datetime
     ) -> PlanChange | None:
         """An upgrade, downgrade or re-subscribe makes a new token linked to the old one: the old
         subscription (when it is this user's) ends, the new one carries on."""

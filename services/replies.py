@@ -23,6 +23,7 @@ import asyncpg
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from core.entities import Principal
 from core.errors import AppError, Conflict, NotFound
 from providers.ai.base import AIProvider, Piece, Prompt, ProviderError
 from services.control_bus import ControlBus
@@ -33,7 +34,7 @@ from services.quota import QuotaService
 from services.stream_buffer import StreamBuffer, StreamGone, StreamInfo
 from storage.chat import ChatStore, MessageRow, public_message
 from storage.personas import PersonaStore
-from storage.users import UserRow, UserStore
+from storage.users import UserStore
 
 log = structlog.get_logger(__name__)
 HISTORY_LIMIT = 60
@@ -127,7 +128,7 @@ class ReplyService:
 
     # --- starting replies ----------------------------------------------------------------------
 
-    async def on_user_message(self, user: UserRow, message: MessageRow) -> None:
+    async def on_user_message(self, user: Principal, message: MessageRow) -> None:
         """ChatService hook: answer in the background so the send's ack is not held up. While a reply of
         this session runs on this node there is nothing to do: it kicks again when it ends (and its
         kick, under the session lock, sees this already-committed message)."""
@@ -467,7 +468,7 @@ class ReplyService:
 
     # --- stopping ------------------------------------------------------------------------------
 
-    async def stop(self, user: UserRow, stream_id: str) -> None:
+    async def stop(self, user: Principal, stream_id: str) -> None:
         """Stop a reply wherever it runs; the text so far is kept, marked stopped."""
         info = await self._buffer.info(stream_id)
         if info is None or info.user_id != str(user.id):
@@ -482,13 +483,13 @@ class ReplyService:
 
     # --- reading -------------------------------------------------------------------------------
 
-    async def owned_stream(self, user: UserRow, stream_id: str) -> StreamInfo:
+    async def owned_stream(self, user: Principal, stream_id: str) -> StreamInfo:
         info = await self._buffer.info(stream_id)
         if info is None or info.user_id != str(user.id):
             raise NotFound("stream not found")
         return info
 
-    async def live_stream(self, user: UserRow, stream_id: str) -> StreamInfo:
+    async def live_stream(self, user: Principal, stream_id: str) -> StreamInfo:
         """A reply of the user's that is streaming now, under a live lease (`ai:resume`): NotFound for
         someone else's or no reply; StreamEnded once it ended (an orphan found here is ended first)."""
         async with self._pool.acquire() as conn:
@@ -517,7 +518,7 @@ class ReplyService:
             if i.stream_id in alive
         ]
 
-    async def reply_for(self, user: UserRow, session_id: UUID, seq: int, *, wait_seconds: float) -> MessageRow:
+    async def reply_for(self, user: Principal, session_id: UUID, seq: int, *, wait_seconds: float) -> MessageRow:
         """The reply that answers the user's message `seq`, once it has started (REST `generate` and
         `stream`). Waits on this process's own signal when the reply before it runs here, or on the
         stream buffer's end when it runs elsewhere: one database read per reply, never polling."""

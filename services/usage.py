@@ -7,9 +7,9 @@ from typing import Any
 
 import asyncpg
 
+from core.entities import Principal
 from services.quota import local_day
 from storage.usage import DayUsage, UsageStore
-from storage.users import UserRow
 
 
 class UsageService:
@@ -17,12 +17,12 @@ class UsageService:
         self._pool = pool
         self._store = UsageStore()
 
-    async def history(self, user: UserRow, *, days: int) -> list[DayUsage]:
+    async def history(self, user: Principal, *, days: int) -> list[DayUsage]:
         today, _ = local_day(user.timezone)
         async with self._pool.acquire() as conn:
             return await self._store.history(conn, user.id, today - timedelta(days=days - 1))
 
-    async def analytics(self, user: UserRow, *, days: int) -> dict[str, Any]:
+    async def analytics(self, user: Principal, *, days: int) -> dict[str, Any]:
         today, _ = local_day(user.timezone)
         since = datetime.now(UTC) - timedelta(days=days)
         async with self._pool.acquire() as conn:

@@ -9,6 +9,7 @@ from uuid import UUID
 
 import asyncpg
 
+from core.entities import Principal
 from core.timefmt import iso
 
 _COLUMNS = (
@@ -78,6 +79,21 @@ class UserRow:
     def is_admin(self) -> bool:
         return self.role == "admin"
 
+    def principal(self) -> Principal:
+        return Principal(
+            id=self.id,
+            email=self.email,
+            display_name=self.display_name,
+            role=self.role,
+            plan=self.plan,
+            timezone=self.timezone,
+            session_version=self.session_version,
+            created_at=self.created_at,
+            has_password=self.password_hash is not None,
+            firebase_linked=self.firebase_uid is not None,
+            banned=self.banned_at is not None,
+        )
+
 
 def _row(record: asyncpg.Record | None) -> UserRow | None:
     return UserRow(**dict(record)) if record is not None else None
@@ -134,7 +150,7 @@ class UserStore:
         return [UserRow(**dict(r)) for r in await conn.fetch(SEARCH, query, before, limit)]
 
 
-def public_user(user: UserRow) -> dict[str, Any]:
+def public_user(user: Principal) -> dict[str, Any]:
     """The user shape of SPEC Appendix C."""
     return {
         "id": str(user.id),
@@ -144,7 +160,7 @@ def public_user(user: UserRow) -> dict[str, Any]:
         "plan": user.plan,
         "timezone": user.timezone,
         "created_at": iso(user.created_at),
-        "has_password": user.password_hash is not None,
-        "firebase_linked": user.firebase_uid is not None,
-        "banned": user.is_banned,
+        "has_password": user.has_password,
+        "firebase_linked": user.firebase_linked,
+        "banned": user.banned,
     }

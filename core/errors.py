@@ -2,12 +2,71 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
+
+
+class Code(StrEnum):
+    """Every error code a client can receive (REST `error.code`, socket ack `error.code`, `ai:error`
+    `code`): stable strings clients are written against. tests/core/test_codes.py fails when the code
+    uses one that is not listed here."""
+
+    ACCOUNT_EXISTS = "account_exists"
+    BAD_REQUEST = "bad_request"
+    BANNED = "banned"
+    BILLING_DISABLED = "billing_disabled"
+    BILLING_PROVIDER_ERROR = "billing_provider_error"
+    BILLING_UNAVAILABLE = "billing_unavailable"
+    CANCEL_IN_STORE = "cancel_in_store"
+    CONFLICT = "conflict"
+    CUSTOMER_CONFLICT = "customer_conflict"
+    EMAIL_TAKEN = "email_taken"
+    EMPTY_REPLY = "empty_reply"
+    FIREBASE_DISABLED = "firebase_disabled"
+    FIREBASE_LINKED_ELSEWHERE = "firebase_linked_elsewhere"
+    FORBIDDEN = "forbidden"
+    HTTP_ERROR = "http_error"
+    INSUFFICIENT_CREDITS = "insufficient_credits"
+    INTERNAL = "internal"
+    INVALID = "invalid"
+    INVALID_CREDENTIALS = "invalid_credentials"
+    INVALID_EVENT = "invalid_event"
+    INVALID_JSON = "invalid_json"
+    INVALID_MULTIPART = "invalid_multipart"
+    INVALID_PURCHASE_TOKEN = "invalid_purchase_token"
+    INVALID_SIGNATURE = "invalid_signature"
+    INVALID_TOKEN = "invalid_token"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    NO_PASSWORD = "no_password"
+    NO_PERSONA = "no_persona"
+    NO_SUBSCRIPTION = "no_subscription"
+    NOT_FOUND = "not_found"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    PLAN_LIMIT = "plan_limit"
+    PRODUCT_MISMATCH = "product_mismatch"
+    PROVIDER_AUTH = "provider_auth"
+    PROVIDER_ERROR = "provider_error"
+    PROVIDER_RATE_LIMITED = "provider_rate_limited"
+    PROVIDER_TIMEOUT = "provider_timeout"
+    PROVIDER_UNAVAILABLE = "provider_unavailable"
+    PURCHASE_TOKEN_IN_USE = "purchase_token_in_use"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    RATE_LIMITED = "rate_limited"
+    REPLY_LOST = "reply_lost"
+    SESSION_ENDED = "session_ended"
+    STREAM_GONE = "stream_gone"
+    TOKEN_EXPIRED = "token_expired"
+    TOKEN_REUSED = "token_reused"
+    UNAUTHORIZED = "unauthorized"
+    UNAVAILABLE = "unavailable"
+    UNKNOWN_EVENT = "unknown_event"
+    UNKNOWN_PRODUCT = "unknown_product"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
 
 
 class AppError(Exception):
     status = 400
-    code = "invalid"
+    code: str = Code.INVALID
 
     def __init__(
         self,
@@ -36,47 +95,47 @@ class AppError(Exception):
 
 class BadRequest(AppError):
     status = 400
-    code = "bad_request"
+    code = Code.BAD_REQUEST
 
 
 class ValidationFailed(AppError):
     status = 422
-    code = "invalid"
+    code = Code.INVALID
 
 
 class Unauthorized(AppError):
     status = 401
-    code = "unauthorized"
+    code = Code.UNAUTHORIZED
 
 
 class Forbidden(AppError):
     status = 403
-    code = "forbidden"
+    code = Code.FORBIDDEN
 
 
 class NotFound(AppError):
     status = 404
-    code = "not_found"
+    code = Code.NOT_FOUND
 
 
 class Conflict(AppError):
     status = 409
-    code = "conflict"
+    code = Code.CONFLICT
 
 
 class PayloadTooLarge(AppError):
     status = 413
-    code = "payload_too_large"
+    code = Code.PAYLOAD_TOO_LARGE
 
 
 class UnsupportedMediaType(AppError):
     status = 415
-    code = "unsupported_media_type"
+    code = Code.UNSUPPORTED_MEDIA_TYPE
 
 
 class RateLimited(AppError):
     status = 429
-    code = "rate_limited"
+    code = Code.RATE_LIMITED
 
     def __init__(self, message: str, *, retry_after: int) -> None:
         retry_after = max(1, retry_after)
@@ -86,4 +145,4 @@ class RateLimited(AppError):
 
 class Unavailable(AppError):
     status = 503
-    code = "unavailable"
+    code = Code.UNAVAILABLE

@@ -11,7 +11,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict
 
 from core.entities import Principal
-from core.errors import AppError, Forbidden, Unauthorized, Unavailable, ValidationFailed
+from core.errors import AppError, Code, Forbidden, Unauthorized, Unavailable, ValidationFailed
 from core.validation import parse
 from realtime.guard import SocketUsers
 from services.metrics import Metrics
@@ -73,7 +73,7 @@ class EventRegistry:
             return ok(**(result or {}))
         except AppError as err:
             outcome = err.code
-            if isinstance(err, (Unauthorized, Forbidden)) and err.code in ("session_ended", "banned"):
+            if isinstance(err, (Unauthorized, Forbidden)) and err.code in (Code.SESSION_ENDED, Code.BANNED):
                 # The session ended on another node: close this socket too.
                 await self._sio.disconnect(sid)
             return failed(err.code, err.message, err.details if isinstance(err, ValidationFailed) else None)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 
-from core.errors import AppError
+from core.errors import AppError, Code
 from providers.ai.base import AIProvider, Prompt, ProviderError, Turn
 
 SENTIMENT_SYSTEM = (
@@ -33,7 +33,8 @@ class AITools:
         except TimeoutError as err:
             raise AppError("the AI provider timed out", code="provider_timeout", status=504) from err
         except ProviderError as err:
-            raise AppError(err.message, code=err.code, status=504 if err.code == "provider_timeout" else 502) from err
+            status = 504 if err.code == Code.PROVIDER_TIMEOUT else 502
+            raise AppError(err.message, code=err.code, status=status) from err
         return "".join(parts).strip()
 
     async def sentiment(self, text: str) -> str:

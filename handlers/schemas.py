@@ -97,8 +97,3 @@ class AuthSessionOut(BaseModel):
     refresh_token: str
     expires_in: int
     token_type: str = "Bearer"
-
-
-class Page(BaseModel):
-    items: list[Any]
-    next_cursor: str | None

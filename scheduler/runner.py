@@ -41,10 +41,6 @@ class Scheduler:
         self._scheduler: AsyncIOScheduler | None = None
         self._in_flight: set[asyncio.Task[RunOutcome]] = set()
 
-    @property
-    def jobs(self) -> list[str]:
-        return list(self._jobs)
-
     def start(self) -> None:
         """Inside the running loop (a cleanup context)."""
         scheduler = AsyncIOScheduler(timezone=UTC)

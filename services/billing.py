@@ -22,7 +22,7 @@ import structlog
 from core.entities import Principal
 from core.errors import Conflict, NotFound, Unavailable, ValidationFailed
 from providers.stripe_billing import HostedSession, StripeBilling, StripeEvent
-from services.billing_config import PAID_PLANS, PERIODS, BillingSettings, CreditPack, Period
+from services.billing_config import PAID_PLANS, PERIODS, BillingSettings, Period
 from services.credits import CreditService
 from services.plans import Plans
 from services.subscriptions import EPOCH, PlanChange, SubscriptionOwnedByOther, SubscriptionService, SubscriptionState
@@ -179,9 +179,6 @@ class BillingService:
                 ],
             },
         ]
-
-    def credit_packs(self) -> list[CreditPack]:
-        return list(self._settings.credit_packs)
 
     # --- checkout, portal, cancel ----------------------------------------------------------------
 

@@ -168,9 +168,3 @@ class BillingSettings(BaseSettings):
     @property
     def grace(self) -> timedelta:
         return timedelta(days=self.billing_grace_days)
-
-
-def credit_packs() -> list[CreditPack]:
-    """The configured credit packs (env CREDIT_PACKS), for code without the app's BillingSettings. In a
-    handler prefer `request.app[BILLING_SETTINGS].credit_packs` (server.billing_wiring)."""
-    return BillingSettings().credit_packs

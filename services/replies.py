@@ -122,10 +122,6 @@ class ReplyService:
         """Start renewing this process's leases and ending other processes' orphans."""
         self._lease_task = asyncio.create_task(self._keep_leases(), name="reply-leases")
 
-    @property
-    def provider_name(self) -> str:
-        return self._provider.name
-
     # --- starting replies ----------------------------------------------------------------------
 
     async def on_user_message(self, user: Principal, message: MessageRow) -> None:

@@ -143,11 +143,6 @@ WHERE session_id = $1 AND role = 'user' AND seq > COALESCE(
      WHERE session_id = $1 AND role = 'assistant' AND status IN ('complete', 'stopped')), 0)
 ORDER BY seq
 """
-RECENT = f"""
-SELECT * FROM (
-    SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3
-) newest ORDER BY seq
-"""
 FINISH_REPLY = f"""
 UPDATE messages SET content = $2, status = $3, usage = $4
 WHERE id = $1 AND status = 'streaming' RETURNING {_MESSAGE_COLUMNS}
@@ -378,7 +373,7 @@ class ChatStore:
     async def recent(
         self, conn: asyncpg.Connection, session_id: UUID, *, before_seq: int, limit: int
     ) -> list[MessageRow]:
-        return [MessageRow(**dict(r)) for r in await conn.fetch(RECENT, session_id, before_seq, limit)]
+        return [MessageRow(**dict(r)) for r in await conn.fetch(MESSAGES_BEFORE, session_id, before_seq, limit)]
 
     async def finish_reply(
         self, conn: asyncpg.Connection, message_id: UUID, *, content: str, status: str, usage: dict[str, Any] | None

@@ -24,7 +24,7 @@ from realtime import socket_json
 from realtime.acks import failed
 from realtime.bad_packets import refused_packet
 from realtime.socket_json import dumps_bytes
-from realtime.transport import build_frame, install_fast_events, write_frame
+from realtime.transport import build_frame, install, write_frame
 
 log = structlog.get_logger(__name__)
 STREAM_EVENTS = frozenset({"ai:chunk", "ai:done", "ai:error"})
@@ -228,7 +228,11 @@ class ResumeAwareRedisManager(socketio.AsyncRedisManager, ResumeAwareManager):
                 retry = min(retry * 2, self.LISTEN_RETRY_MAX_SECONDS)
 
 
-def create_sio(*, redis_url: str | None, redis_prefix: str, cors_origins: str) -> socketio.AsyncServer:
+def create_sio(
+    *, redis_url: str | None, redis_prefix: str, cors_origins: str, library_transport: bool = False
+) -> socketio.AsyncServer:
+    """The Socket.IO server, on Parlor's websocket transport unless `library_transport` is set or the
+    installed library versions are not the tested ones (realtime/transport.py)."""
     manager: ResumeAwareManager
     if redis_url:
         manager = ResumeAwareRedisManager(
@@ -260,5 +264,5 @@ def create_sio(*, redis_url: str | None, redis_prefix: str, cors_origins: str) -
         async_handlers=True,
         json=socket_json,
     )
-    install_fast_events(sio)
+    install(sio, library=library_transport)
     return sio

@@ -19,13 +19,18 @@ So, for a socket on the websocket transport (connected directly, or upgraded fro
 - polling sockets keep the library's queue, with `_poll` below in place of its `wait_for`; a POST
   body that cannot be decoded is one rate-limited warning (realtime/bad_packets.py), not a traceback.
 
-Tied to the pinned python-socketio 5.18.1 / python-engineio 4.15.1 / aiohttp 3.14 (their internals);
-tests/realtime/test_transport.py and test_fan_out.py check the behaviour."""
+This replaces library internals (INTERNALS lists every one), so it is tied to the versions in
+TESTED_WITH, pinned in requirements.txt. Nothing changes at import: `install(sio)`, called by
+create_sio(), applies it when the installed versions are those and otherwise leaves the library's own
+transport in place, with a warning (the fan-out then takes the library's queue too, as `direct` stays
+None). tests/realtime/test_transport.py and test_fan_out.py check the fast path at the wire level and
+must pass before a pin moves; test_transport_fallback.py checks the library's path."""
 
 from __future__ import annotations
 
 import asyncio
 import struct
+from importlib import metadata
 from typing import Any
 
 import socketio
@@ -40,6 +45,25 @@ from realtime.bad_packets import refused_packet
 from realtime.socket_json import dumps_bytes
 
 log = structlog.get_logger(__name__)
+
+# The versions this module was written against and tested with; on any other, install() falls back.
+TESTED_WITH = {"python-socketio": "5.18.1", "python-engineio": "4.15.1", "aiohttp": "3.14.5"}
+# Every library member used here beyond the documented API (and `socket.last_ping`, `socket.queue`,
+# `eio.sockets` in realtime/server.py's fan-out): what to re-read before a pin moves.
+INTERNALS = (
+    # replaced by install()
+    "engineio.async_socket.AsyncSocket.send / poll / close / handle_post_request / _websocket_handler",
+    "engineio.async_drivers.aiohttp.WebSocket.__call__",
+    # read or set
+    "engineio.async_socket.AsyncSocket: check_ping_timeout, receive, queue, closed, connected, upgraded, "
+    "upgrading, sid, server",
+    "engineio.async_server.AsyncServer: ping_interval, ping_timeout, max_http_buffer_size, reason",
+    "engineio.async_drivers.aiohttp.WebSocket: _sock, wait, send, handler, server, environ",
+    "socketio.AsyncServer: eio, manager, async_handlers, packet_class.json, not_handled, _binary_packet, "
+    "_trigger_event, _send_packet",
+    "socketio.AsyncManager: sid_from_eio_sid, is_connected",
+    "aiohttp.web.WebSocketResponse._writer; aiohttp._websocket.writer.WebSocketWriter: _closing, transport",
+)
 
 # Bytes written to a websocket that its client has not read yet, past which it is dropped. Far above
 # any one answer (a `sync` page of 500 long messages is a few megabytes), far below what a server can
@@ -285,7 +309,7 @@ async def _websocket_handler(self: AsyncSocket, ws: Any) -> None:
     await asyncio.shield(closing)
 
 
-def install_fast_events(sio: socketio.AsyncServer) -> None:
+def _install_fast_events(sio: socketio.AsyncServer) -> None:
     """Let the read loop hand JSON events to the default namespace straight to `sio`'s handlers."""
     if not sio.async_handlers:
         return  # the fast path runs each event in its own task, as async_handlers does
@@ -354,10 +378,57 @@ async def _accept(self: Any, environ: dict[str, Any]) -> web.WebSocketResponse:
     return self._sock
 
 
-eio_aiohttp.WebSocket.__call__ = _accept
-AsyncSocket.direct = None  # the aiohttp websocket once the socket writes directly
-AsyncSocket.send = _send  # type: ignore[method-assign]
-AsyncSocket.poll = _poll  # type: ignore[method-assign]
-AsyncSocket.handle_post_request = _handle_post_request  # type: ignore[method-assign]
-AsyncSocket.close = _close  # type: ignore[method-assign]
-AsyncSocket._websocket_handler = _websocket_handler  # type: ignore[method-assign]
+# What install() rebinds, and the library's own members, kept so that tests can put them back.
+_REBOUND: tuple[tuple[type, str, Any], ...] = (
+    (eio_aiohttp.WebSocket, "__call__", _accept),
+    (AsyncSocket, "send", _send),
+    (AsyncSocket, "poll", _poll),
+    (AsyncSocket, "handle_post_request", _handle_post_request),
+    (AsyncSocket, "close", _close),
+    (AsyncSocket, "_websocket_handler", _websocket_handler),
+)
+LIBRARY = {(owner, name): owner.__dict__[name] for owner, name, _ in _REBOUND}
+_applied = False
+
+
+def differing_versions() -> dict[str, str]:
+    """The libraries whose installed version is not the tested one, with the installed version."""
+    differing = {}
+    for name, tested in TESTED_WITH.items():
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            installed = "not installed"
+        if installed != tested:
+            differing[name] = installed
+    return differing
+
+
+def install(sio: socketio.AsyncServer, *, library: bool = False) -> bool:
+    """Run `sio`'s websocket sockets on this transport and return True; or, when `library` is set or
+    the installed versions are not TESTED_WITH (one warning names them), leave the library's own
+    transport in place and return False. The rebinding is process-wide (class attributes) and done
+    once; each further server only gets its fast events."""
+    global _applied
+    if not hasattr(AsyncSocket, "direct"):
+        AsyncSocket.direct = None  # the aiohttp websocket once a socket writes directly; the fan-out reads it
+    differing = {} if library else differing_versions()
+    if library or differing:
+        if _applied:  # sockets of this process already run the patched methods: no half-and-half
+            raise RuntimeError("the websocket transport is already installed in this process")
+        if differing:
+            log.warning(
+                "library versions differ from those the websocket transport was tested with; "
+                "using the library's own transport",
+                installed=differing,
+                tested={name: TESTED_WITH[name] for name in differing},
+            )
+        else:
+            log.info("using the library's own websocket transport")
+        return False
+    if not _applied:
+        for owner, name, replacement in _REBOUND:
+            setattr(owner, name, replacement)
+        _applied = True
+    _install_fast_events(sio)
+    return True

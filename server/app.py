@@ -274,7 +274,10 @@ def create_app(settings: Settings) -> web.Application:
     app[REGISTRY] = CollectorRegistry()
     app[METRICS] = Metrics.create(app[REGISTRY])
     sio = create_sio(
-        redis_url=settings.redis_url, redis_prefix=settings.redis_prefix, cors_origins=settings.cors_origins
+        redis_url=settings.redis_url,
+        redis_prefix=settings.redis_prefix,
+        cors_origins=settings.cors_origins,
+        library_transport=settings.library_transport,
     )
     app[SIO] = sio
     sio.attach(app, socketio_path="socket.io")

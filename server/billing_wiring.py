@@ -85,7 +85,7 @@ def _play(settings: Settings, billing: BillingSettings) -> GooglePlay | None:
 
 async def billing_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[CONFIG]
-    billing = app.get(BILLING_SETTINGS) or BillingSettings()
+    billing = app.get(BILLING_SETTINGS) or settings.billing()
     app[BILLING_SETTINGS] = billing
     events = SocketEvents(app[SIO])
     stripe = _stripe(settings)

@@ -9,9 +9,14 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.billing_config import BillingSettings
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+class Settings(BillingSettings, BaseSettings):
+    """Every setting, read once from the environment (and `.env`). The layers below get plain frozen
+    objects made from it (`billing()`, and the ones server/app.py builds), never this class."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False, frozen=True)
 
     host: str = "127.0.0.1"
     port: int = 8080
@@ -52,6 +57,9 @@ class Settings(BaseSettings):
     # A reply's owner renews its lease while it streams; an expired lease (the process died) lets any
     # process end the reply: within about 1.25 x this after the owner stopped.
     ai_lease_seconds: float = Field(default=10.0, ge=1, le=300)
+    # Use python-socketio's own websocket transport instead of Parlor's (realtime/transport.py), as when
+    # the installed library versions are not the tested ones.
+    library_transport: bool = False
     demo_token_delay_ms: int = Field(default=30, ge=0)
 
     stripe_secret_key: SecretStr | None = None
@@ -132,3 +140,7 @@ class Settings(BaseSettings):
         if self.ai_provider:
             return self.ai_provider
         return "gemini" if self.gemini_api_key else "demo"
+
+    def billing(self) -> BillingSettings:
+        """The billing part of the settings, as the billing services take it."""
+        return BillingSettings.model_validate({name: getattr(self, name) for name in BillingSettings.model_fields})

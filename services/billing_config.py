@@ -1,7 +1,7 @@
-"""Billing configuration: prices, credit packs, Google Play products, grace and the scheduler's intervals.
-Environment variables only (and an optional `.env`), every one documented in docs/billing.md. The
-Stripe keys themselves are in server.config.Settings (STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET,
-STRIPE_API_BASE)."""
+"""Billing configuration: prices, credit packs, Google Play products, grace and the scheduler's intervals,
+as a plain frozen object the billing services take. The server's settings (which read the environment,
+every variable documented in docs/billing.md) include these fields and make this object; the Stripe
+keys themselves stay with the server (STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET, STRIPE_API_BASE)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 Period = Literal["daily", "monthly", "yearly", "lifetime"]
 PERIODS: tuple[Period, ...] = ("daily", "monthly", "yearly", "lifetime")
@@ -74,8 +73,8 @@ def parse_play_products(spec: str) -> dict[str, Period]:
     return products
 
 
-class BillingSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+class BillingSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
     billing_currency: str = Field(default="usd", min_length=3, max_length=3)
     premium_price_daily_cents: int = Field(default=199, gt=0)

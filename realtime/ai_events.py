@@ -12,6 +12,7 @@ import structlog
 from pydantic import Field
 
 from core.entities import Principal
+from core.tasks import TaskSet
 from realtime.acks import EventRegistry, Payload
 from realtime.guard import SocketUsers
 from realtime.server import ResumeAwareManager
@@ -34,7 +35,7 @@ class ResumeIn(Payload):
 
 def register(sio: socketio.AsyncServer, events: EventRegistry, *, replies: ReplyService, users: SocketUsers) -> None:
     manager: ResumeAwareManager = sio.manager
-    replays: set[asyncio.Task[None]] = set()
+    replays = TaskSet()
 
     @events.on("ai:stop", StopIn)
     async def stop(sid: str, user: Principal, payload: StopIn) -> dict[str, Any]:
@@ -82,7 +83,5 @@ def register(sio: socketio.AsyncServer, events: EventRegistry, *, replies: Reply
         manager.resuming[stream_id].add(sid)
         await sio.enter_room(sid, chat_room(info.session_id))
         (await users.joined(sid)).add(info.session_id)
-        task = asyncio.create_task(replay(sid, stream_id, payload.from_index))
-        replays.add(task)
-        task.add_done_callback(replays.discard)
+        replays.spawn(replay(sid, stream_id, payload.from_index))
         return {"stream_id": stream_id, "session_id": info.session_id, "from_index": payload.from_index}

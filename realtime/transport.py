@@ -41,6 +41,7 @@ from engineio.async_drivers import aiohttp as eio_aiohttp
 from engineio.async_socket import AsyncSocket
 from engineio.exceptions import EngineIOError, QueueEmpty, SocketIsClosedError, UnknownPacketError
 
+from core.tasks import TaskSet
 from realtime.bad_packets import refused_packet
 from realtime.socket_json import dumps_bytes
 
@@ -71,14 +72,8 @@ INTERNALS = (
 MAX_BUFFERED_BYTES = 32 * 1024 * 1024
 _DIGITS = frozenset("0123456789")
 _MAX_ACK_ID_DIGITS = 15
-_tasks: set[asyncio.Task[Any]] = set()  # strong references to running event and close tasks
-
-
-def _keep(task: asyncio.Task[Any]) -> asyncio.Task[Any]:
-    """Hold a fire-and-forget task until it ends (the event loop keeps only weak references)."""
-    _tasks.add(task)
-    task.add_done_callback(_tasks.discard)
-    return task
+_tasks = TaskSet()  # running event and close tasks
+_keep = _tasks.keep
 
 
 def build_frame(payload: bytes, binary: bool = False) -> bytes:

@@ -14,6 +14,7 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from core.tasks import TaskSet
 from core.timefmt import iso
 from scheduler.jobs import Job
 from services.schedule import RunOutcome, ScheduledRuns
@@ -39,7 +40,7 @@ class Scheduler:
         self._jobs = {job.name: job for job in jobs}
         self._runs = runs
         self._scheduler: AsyncIOScheduler | None = None
-        self._in_flight: set[asyncio.Task[RunOutcome]] = set()
+        self._in_flight = TaskSet()
 
     def start(self) -> None:
         """Inside the running loop (a cleanup context)."""
@@ -66,10 +67,7 @@ class Scheduler:
         slot = slot_of(datetime.now(UTC), job.interval_seconds)
         # Shielded: stopping the scheduler must not cut a run in the middle of its transaction;
         # aclose() waits for it instead.
-        task = asyncio.get_running_loop().create_task(self.run(name, slot))
-        self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
-        await asyncio.shield(task)
+        await asyncio.shield(self._in_flight.spawn(self.run(name, slot)))
 
     async def run(self, name: str, slot: datetime | str) -> RunOutcome:
         """Run job `name` for `slot` unless some process already claimed that slot."""

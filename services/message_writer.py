@@ -22,6 +22,7 @@ from uuid import UUID
 import asyncpg
 import structlog
 
+from core.tasks import TaskSet
 from storage.chat import ChatStore, MessageRow, NewUserMessage
 
 log = structlog.get_logger(__name__)
@@ -62,7 +63,7 @@ class MessageWriter:
         self._store = ChatStore()
         self._queue: list[_Pending] = []
         self._writer: asyncio.Task[None] | None = None
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight = TaskSet()
         self._busy: set[UUID] = set()  # sessions of the batches in flight
         self.batches = 0  # statements so far (the tests read it)
 
@@ -81,15 +82,12 @@ class MessageWriter:
             while self._queue:
                 batch = self._take() if self._may_start() else []
                 if not batch:  # at the depth limit, too few waiting, or all their sessions busy
-                    done, _ = await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
-                    self._inflight -= done
+                    await asyncio.wait(list(self._inflight), return_when=asyncio.FIRST_COMPLETED)
                     continue
                 self.batches += 1
                 sessions = {p.session_id for p in batch}
                 self._busy |= sessions
-                task = asyncio.create_task(self._run(batch, sessions))
-                self._inflight.add(task)
-                task.add_done_callback(self._inflight.discard)
+                self._inflight.spawn(self._run(batch, sessions))
                 await asyncio.sleep(0)  # let the batch send its statement before the next one forms
         except asyncio.CancelledError:  # shutting down: nobody is left waiting forever
             _settle(self._queue, [Outcome.SINGLE] * len(self._queue))

@@ -25,6 +25,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from core.entities import Principal
 from core.errors import AppError, Conflict, NotFound
+from core.tasks import TaskSet
 from providers.ai.base import AIProvider, Piece, Prompt, ProviderError
 from services.control_bus import ControlBus
 from services.events import Events, chat_room, user_room
@@ -111,7 +112,7 @@ class ReplyService:
         self._personas = PersonaStore()
         self._users = UserStore()
         self._live: dict[str, _Live] = {}
-        self._kicks: set[asyncio.Task[None]] = set()
+        self._kicks = TaskSet()
         self._closing = False
         self._answering: set[UUID] = set()  # sessions whose reply runs on this node
         self._changed: dict[UUID, asyncio.Event] = {}  # woken when a reply of the session starts or ends here
@@ -130,9 +131,7 @@ class ReplyService:
         kick, under the session lock, sees this already-committed message)."""
         if message.session_id in self._answering:
             return
-        task = asyncio.create_task(self._kick_quietly(message.session_id))
-        self._kicks.add(task)
-        task.add_done_callback(self._kicks.discard)
+        self._kicks.spawn(self._kick_quietly(message.session_id))
 
     async def _kick_quietly(self, session_id: UUID, *, newer_than: int = 0) -> None:
         try:
@@ -577,8 +576,7 @@ class ReplyService:
                 live.stop()
             if still:
                 await asyncio.wait(still, timeout=5)
-        for task in list(self._kicks):
-            task.cancel()
+        self._kicks.cancel_all()
         if self._lease_task is not None:  # last: the replies above held their leases while finishing
             self._lease_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -196,7 +196,7 @@ class ReplyLease:
     session_id: UUID
     user_id: UUID
     status: str
-    expired: bool | None  # None: no lease (the reply is not streaming)
+    expired: bool | None  # whether its lease ran out (also after the reply ended); None: never had one
 
     @property
     def live(self) -> bool:

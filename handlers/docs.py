@@ -1,7 +1,9 @@
-"""/api/openapi.json and /api/docs: Swagger UI served from the swagger-ui-bundle package (no CDN)."""
+"""/api/openapi.json and /api/docs: Swagger UI served from the swagger-ui-bundle package (no CDN);
+/api/asyncapi.json: the socket events, from their models in core/events.py."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +11,7 @@ from aiohttp import web
 from swagger_ui_bundle import swagger_ui_path
 
 from handlers.api import Api
+from handlers.asyncapi import build_asyncapi
 from handlers.openapi import build_openapi
 
 api = Api("system")
@@ -30,6 +33,16 @@ async def openapi(request: web.Request) -> dict[str, Any]:
     if not cache:  # built on first request, once every route is registered
         cache.update(build_openapi(request.app, version=VERSION))
     return cache
+
+
+@api.route("GET", "/api/asyncapi.json", summary="The socket events' AsyncAPI 3.0 document", auth=False, response=dict)
+async def asyncapi(request: web.Request) -> dict[str, Any]:
+    return _asyncapi_document()
+
+
+@functools.cache  # the same for every app: it depends on the event models only
+def _asyncapi_document() -> dict[str, Any]:
+    return build_asyncapi(version=VERSION)
 
 
 @api.route(

@@ -9,14 +9,14 @@ from uuid import UUID
 
 import socketio
 import structlog
-from pydantic import Field
 
 from core.entities import Principal
+from core.events import SERVER_EVENTS, AiChunkEvent, AiErrorEvent, ResumeIn, StopIn, chat_room
 from core.tasks import TaskSet
-from realtime.acks import EventRegistry, Payload
+from realtime.acks import EventRegistry
+from realtime.emitter import SocketEvents
 from realtime.guard import SocketUsers
 from realtime.server import ResumeAwareManager
-from services.events import chat_room
 from services.replies import ReplyService
 from services.stream_buffer import StreamGone
 
@@ -24,17 +24,9 @@ log = structlog.get_logger("parlor.socket")
 LIVE_GRACE_SECONDS = 30.0
 
 
-class StopIn(Payload):
-    stream_id: UUID
-
-
-class ResumeIn(Payload):
-    stream_id: UUID
-    from_index: int = Field(default=0, ge=0, le=2**63 - 1)
-
-
 def register(sio: socketio.AsyncServer, events: EventRegistry, *, replies: ReplyService, users: SocketUsers) -> None:
     manager: ResumeAwareManager = sio.manager
+    emitter = SocketEvents(sio)
     replays = TaskSet()
 
     @events.on("ai:stop", StopIn)
@@ -43,24 +35,21 @@ def register(sio: socketio.AsyncServer, events: EventRegistry, *, replies: Reply
         return {"stream_id": str(payload.stream_id)}
 
     async def replay(sid: str, stream_id: str, from_index: int) -> None:
+        stream_uuid = UUID(stream_id)
         try:
             async for entry in replies.buffer.follow(stream_id, from_index):
                 if entry.event is None:
-                    await sio.emit(
-                        "ai:chunk", {"stream_id": stream_id, "index": entry.index, "text": entry.text}, to=sid
-                    )
-                else:
-                    await sio.emit(entry.event, entry.data, to=sid)
+                    chunk = AiChunkEvent(stream_id=stream_uuid, index=entry.index, text=entry.text)
+                    await emitter.to_socket(sid, chunk)
+                else:  # the end event as the reply stored it (ai:done or ai:error), checked again
+                    await emitter.to_socket(sid, SERVER_EVENTS[entry.event].model_validate(entry.data))
         except StreamGone:
-            await sio.emit(
-                "ai:error",
-                {
-                    "stream_id": stream_id,
-                    "code": "stream_gone",
-                    "message": "the stream ended long ago; read the reply with sync",
-                },
-                to=sid,
+            gone = AiErrorEvent(
+                stream_id=stream_uuid,
+                code="stream_gone",
+                message="the stream ended long ago; read the reply with sync",
             )
+            await emitter.to_socket(sid, gone)
         except Exception:
             log.exception("replay failed", stream_id=stream_id)
         finally:

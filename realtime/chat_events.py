@@ -3,47 +3,25 @@
 from __future__ import annotations
 
 from typing import Any
-from uuid import UUID
 
 import socketio
-from pydantic import Field
 
 from core.entities import Principal
 from core.errors import Forbidden
-from realtime.acks import EventRegistry, Payload
+from core.events import SendIn, SessionRef, SyncIn, TypingEvent, TypingIn, chat_room
+from realtime.acks import EventRegistry
+from realtime.emitter import SocketEvents
 from realtime.guard import SocketUsers
 from services.chat import ChatService
-from services.events import chat_room
 from services.replies import ReplyService
 from storage.chat import public_message, public_session
-
-MAX_SEQ = 2**63 - 1  # seqs are PostgreSQL bigints
-
-
-class SessionRef(Payload):
-    session_id: UUID
-
-
-class SendIn(Payload):
-    session_id: UUID
-    client_id: UUID
-    # The configured MESSAGE_MAX_CHARS is enforced by the service; this only stops absurd payloads early.
-    content: str = Field(min_length=1, max_length=200_000)
-
-
-class SyncIn(Payload):
-    session_id: UUID
-    after_seq: int = Field(ge=0, le=MAX_SEQ)
-
-
-class TypingIn(Payload):
-    session_id: UUID
-    typing: bool
 
 
 def register(
     sio: socketio.AsyncServer, events: EventRegistry, *, chat: ChatService, replies: ReplyService, users: SocketUsers
 ) -> None:
+    emitter = SocketEvents(sio)
+
     @events.on("chat:join", SessionRef)
     async def join(sid: str, user: Principal, payload: SessionRef) -> dict[str, Any]:
         session = await chat.get_session(user, payload.session_id)
@@ -77,6 +55,6 @@ def register(
         # Only a socket that joined (so ownership was checked) may signal; relayed, never stored.
         if str(payload.session_id) not in await users.joined(sid):
             raise Forbidden("join the chat before sending typing")
-        data = {"session_id": str(payload.session_id), "user_id": str(user.id), "typing": payload.typing}
-        await sio.emit("typing", data, room=chat_room(payload.session_id), skip_sid=sid)
+        event = TypingEvent(session_id=payload.session_id, user_id=user.id, typing=payload.typing)
+        await emitter.to_room(chat_room(payload.session_id), event, skip_sid=sid)
         return {}

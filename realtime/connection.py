@@ -9,11 +9,12 @@ import socketio
 import structlog
 
 from core.errors import AppError
+from core.events import PresenceEvent, user_room
 from realtime.acks import failed
+from realtime.emitter import SocketEvents
 from realtime.guard import SocketUsers
 from realtime.presence import Presence
 from services.auth import AuthService
-from services.events import user_room
 from services.metrics import Metrics
 from storage.db import CONNECTION_ERRORS
 
@@ -23,6 +24,8 @@ log = structlog.get_logger("parlor.socket")
 def register(
     sio: socketio.AsyncServer, *, auth_service: AuthService, users: SocketUsers, presence: Presence, metrics: Metrics
 ) -> None:
+    emitter = SocketEvents(sio)
+
     @sio.event
     async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         token = auth.get("token") if isinstance(auth, dict) else None
@@ -45,7 +48,7 @@ def register(
         metrics.sockets.inc()
         count = await presence.add(user.id, sid)
         if count == 1:
-            await sio.emit("presence", {"user_id": str(user.id), "online": True}, room=user_room(user.id))
+            await emitter.to_user(user.id, PresenceEvent(user_id=user.id, online=True))
         log.debug("socket connected", user_id=str(user.id), sid=sid)
 
     @sio.event
@@ -57,7 +60,7 @@ def register(
         metrics.sockets.dec()
         remaining = await presence.remove(user_id, sid)
         if remaining == 0:
-            await sio.emit("presence", {"user_id": str(user_id), "online": False}, room=user_room(user_id))
+            await emitter.to_user(user_id, PresenceEvent(user_id=user_id, online=False))
         log.debug("socket disconnected", user_id=str(user_id), sid=sid)
 
     @sio.on("*")

@@ -11,7 +11,7 @@ import structlog
 
 from core.entities import Principal
 from core.errors import Forbidden, NotFound
-from services.events import Events
+from core.events import Events
 from storage.audit import AuditRow, AuditStore
 from storage.refresh_tokens import RefreshTokenStore
 from storage.users import UserStore

@@ -18,9 +18,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from core.entities import Principal
 from core.errors import AppError, Conflict, Forbidden, Unauthorized, Unavailable, ValidationFailed
+from core.events import Events
 from providers.firebase_auth import FirebaseIdentity, FirebaseVerifier
 from services import roles
-from services.events import Events
 from services.ratelimit import RateLimiter, per_hour, per_minute
 from services.revoked_sessions import RevokedSessions
 from services.tokens import AccessClaims, TokenSigner, hash_refresh_token, new_refresh_token

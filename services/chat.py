@@ -14,11 +14,12 @@ import structlog
 
 from core.entities import Principal
 from core.errors import NotFound, RateLimited, ValidationFailed
-from services.events import Events, chat_room, user_room
+from core.events import ChatDeletedEvent, Events, MessageNewEvent, chat_room, user_room
+from core.wire import MessageWire
 from services.message_writer import MessageWriter, Outcome
 from services.quota import QuotaService
 from services.ratelimit import RateLimiter
-from storage.chat import ChatStore, MessageRow, SessionRow, public_message
+from storage.chat import ChatStore, MessageRow, SessionRow
 from storage.personas import PersonaStore
 
 log = structlog.get_logger(__name__)
@@ -110,7 +111,7 @@ class ChatService:
             deleted = await self._store.delete_session(conn, session_id=session_id, user_id=user.id)
         if not deleted:
             raise NotFound("chat session not found")
-        await self._events.to_room(chat_room(session_id), "chat:deleted", {"session_id": str(session_id)})
+        await self._events.to_room(chat_room(session_id), ChatDeletedEvent(session_id=session_id))
 
     # --- messages ------------------------------------------------------------------------------
 
@@ -205,7 +206,8 @@ class ChatService:
     async def publish(self, user_id: UUID, message: MessageRow) -> None:
         """`message:new` once to each of the user's sockets and each socket watching the session."""
         await self._events.to_rooms(
-            [user_room(user_id), chat_room(message.session_id)], "message:new", {"message": public_message(message)}
+            [user_room(user_id), chat_room(message.session_id)],
+            MessageNewEvent(message=MessageWire.model_validate(message)),
         )
 
     async def history(

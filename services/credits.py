@@ -10,7 +10,7 @@ import asyncpg
 
 from core.entities import Principal
 from core.errors import AppError, Forbidden, NotFound
-from services.events import Events
+from core.events import CreditsEvent, Events
 from storage.audit import AuditStore
 from storage.credits import CreditStore, InsufficientCredits, LedgerEntry
 from storage.users import UserStore
@@ -51,7 +51,7 @@ class CreditService:
             raise AppError("not enough credits", code="insufficient_credits", status=402) from err
 
     async def notify(self, user_id: UUID, balance: int) -> None:
-        await self._events.to_user(user_id, "credits", {"balance": balance})
+        await self._events.to_user(user_id, CreditsEvent(balance=balance))
 
     async def apply(
         self,

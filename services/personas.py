@@ -20,7 +20,7 @@ import structlog
 
 from core.entities import Principal
 from core.errors import Forbidden, NotFound, Unauthorized
-from services.events import Events
+from core.events import Events
 from services.plans import Plans
 from storage.knowledge import KnowledgeStore
 from storage.personas import PersonaRow, PersonaStore, ScoredPersona

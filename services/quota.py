@@ -15,9 +15,9 @@ import asyncpg
 import structlog
 
 from core.errors import AppError
+from core.events import Events, QuotaEvent
 from core.timefmt import iso
 from services.credits import CreditService
-from services.events import Events
 from services.plans import Plans
 from storage.usage import UsageStore
 
@@ -94,7 +94,7 @@ class QuotaService:
         """After commit: tell the user's sockets what changed."""
         if charge.kind != "unlimited":
             await self._events.to_user(
-                charge.user_id, "quota", {"remaining": charge.remaining, "resets_at": iso(charge.resets_at)}
+                charge.user_id, QuotaEvent(remaining=charge.remaining, resets_at=charge.resets_at)
             )
         if charge.balance is not None:
             await self._credits.notify(charge.user_id, charge.balance)
@@ -123,7 +123,7 @@ class QuotaService:
             status = await self.current(user_id)
             if status["daily_limit"]:
                 await self._events.to_user(
-                    user_id, "quota", {"remaining": status["remaining"], "resets_at": status["resets_at"]}
+                    user_id, QuotaEvent(remaining=status["remaining"], resets_at=status["resets_at"])
                 )
             if user_id in balances:
                 await self._credits.notify(user_id, balances[user_id])

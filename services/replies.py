@@ -16,7 +16,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import asyncpg
@@ -25,15 +25,25 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from core.entities import Principal
 from core.errors import AppError, Conflict, NotFound
+from core.events import (
+    AiChunkEvent,
+    AiDoneEvent,
+    AiErrorCode,
+    AiErrorEvent,
+    AiStartEvent,
+    Events,
+    chat_room,
+    user_room,
+)
 from core.tasks import TaskSet
+from core.wire import MessageWire, TokenUsage
 from providers.ai.base import AIProvider, Piece, Prompt, ProviderError
 from services.control_bus import ControlBus
-from services.events import Events, chat_room, user_room
 from services.knowledge import KnowledgeService
 from services.prompt import build_prompt
 from services.quota import QuotaService
 from services.stream_buffer import StreamBuffer, StreamGone, StreamInfo
-from storage.chat import ChatStore, MessageRow, public_message
+from storage.chat import ChatStore, MessageRow
 from storage.personas import PersonaStore
 from storage.users import UserStore
 
@@ -272,13 +282,12 @@ class ReplyService:
             await self._buffer.open(info)
             await self._events.to_rooms(
                 rooms,
-                "ai:start",
-                {
-                    "stream_id": stream_id,
-                    "session_id": str(reply.session_id),
-                    "reply_to": info.reply_to,
-                    "message": public_message(reply),
-                },
+                AiStartEvent(
+                    stream_id=reply.id,
+                    session_id=reply.session_id,
+                    reply_to=reply.reply_to,
+                    message=MessageWire.model_validate(reply),
+                ),
             )
             prompt = await self._prompt(reply, user_id, persona_id, pending)
             queue = live.queue
@@ -297,9 +306,7 @@ class ReplyService:
                 texts.append(text)
                 last_flush = time.monotonic()
                 await self._buffer.append(stream_id, index, text)
-                await self._events.to_room(
-                    chunk_room, "ai:chunk", {"stream_id": stream_id, "index": index, "text": text}
-                )
+                await self._events.to_room(chunk_room, AiChunkEvent(stream_id=reply.id, index=index, text=text))
 
             # One queue carries pieces, the end (None), errors and the stop request: no task per piece.
             while True:
@@ -373,9 +380,10 @@ class ReplyService:
             async with self._pool.acquire() as conn:
                 # Nothing half-made is stored as a reply; the row stays (seqs are gap-free) as failed.
                 await self._chat.finish_reply(conn, reply.id, content="", status="failed", usage=None)
-            payload = {"stream_id": stream_id, "code": error.code, "message": error.message}
-            await self._buffer.finish(stream_id, "ai:error", payload)
-            await self._events.to_rooms(rooms, "ai:error", payload)
+            # ProviderError codes are plain strings; the model checks that this one is an ai:error code.
+            failed = AiErrorEvent(stream_id=reply.id, code=cast(AiErrorCode, error.code), message=error.message)
+            await self._buffer.finish(stream_id, failed.name, failed.model_dump(mode="json"))
+            await self._events.to_rooms(rooms, failed)
             log.warning("reply failed", code=error.code, error=error.message)
             return
         status = "stopped" if stopped else "complete"
@@ -383,9 +391,13 @@ class ReplyService:
             stored = await self._chat.finish_reply(conn, reply.id, content="".join(texts), status=status, usage=usage)
         if stored is None:  # marked failed as stale by another node meanwhile; nothing more to say
             return
-        done = {"stream_id": stream_id, "message": public_message(stored), "usage": usage}
-        await self._buffer.finish(stream_id, "ai:done", done)
-        await self._events.to_rooms(rooms, "ai:done", done)
+        done = AiDoneEvent(
+            stream_id=reply.id,
+            message=MessageWire.model_validate(stored),
+            usage=None if usage is None else TokenUsage(**usage),
+        )
+        await self._buffer.finish(stream_id, done.name, done.model_dump(mode="json"))
+        await self._events.to_rooms(rooms, done)
         log.info("reply done", status=status, chunks=len(texts), seconds=round(time.perf_counter() - started, 3))
 
     # --- leases and orphans --------------------------------------------------------------------
@@ -446,17 +458,13 @@ class ReplyService:
         rooms = [user_room(owner.user_id), chat_room(ended.session_id)]
         if ended.status == "failed":
             await self._quota.refund([m.id for m in pending])
-            event = "ai:error"
-            payload: dict[str, Any] = {
-                "stream_id": stream_id,
-                "code": "reply_lost",
-                "message": "the server running this reply stopped; send again",
-            }
+            event: AiErrorEvent | AiDoneEvent = AiErrorEvent(
+                stream_id=reply_id, code="reply_lost", message="the server running this reply stopped; send again"
+            )
         else:
-            event = "ai:done"
-            payload = {"stream_id": stream_id, "message": public_message(ended), "usage": None}
-        await self._buffer.finish(stream_id, event, payload)
-        await self._events.to_rooms(rooms, event, payload)
+            event = AiDoneEvent(stream_id=reply_id, message=MessageWire.model_validate(ended), usage=None)
+        await self._buffer.finish(stream_id, event.name, event.model_dump(mode="json"))
+        await self._events.to_rooms(rooms, event)
         log.warning("orphaned reply ended", stream_id=stream_id, status=ended.status, chars=len(text))
         await self._kick_quietly(ended.session_id, newer_than=ended.seq if ended.status == "failed" else 0)
         return ended

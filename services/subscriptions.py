@@ -15,9 +15,9 @@ import asyncpg
 import structlog
 
 from core.errors import AppError, NotFound
+from core.events import Events, PlanEvent
 from services.billing_config import BillingSettings
 from services.credits import CreditService
-from services.events import Events
 from storage.subscriptions import ENTITLED, SubscriptionRow, SubscriptionStore
 from storage.users import UserStore
 
@@ -151,7 +151,7 @@ class SubscriptionService:
         for user_id, change in latest.items():
             if change.after != first[user_id]:
                 log.info("plan changed", user_id=str(user_id), plan=change.after, was=first[user_id])
-                await self._events.to_user(user_id, "plan", {"plan": change.after})
+                await self._events.to_user(user_id, PlanEvent(plan=change.after))
 
     async def apply(self, user_id: UUID, state: SubscriptionState) -> PlanChange | None:
         """`apply_in` in its own transaction, announced after commit."""

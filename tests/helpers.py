@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
 import socketio
 from aiohttp.test_utils import TestClient
+from pydantic import ValidationError
 
 # Re-exported for the tests: the bench starts servers on 127.0.0.1 with the same helpers.
 from bench.infra import free_port as free_port
 from bench.infra import port_open as port_open
 from bench.infra import with_database as with_database
+from core.events import SERVER_EVENTS
 from server.config import Settings
 
 PASSWORD = "correct horse battery"
@@ -118,21 +121,59 @@ async def wait_until(predicate: Any, limit: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
+def event_problem(name: str, *args: Any) -> str | None:
+    """Why a received server event breaks the contract (core/events.py), or None: an unknown name, not
+    exactly one payload, a payload that does not validate strictly (as JSON: no "3" for 3, no unknown key)
+    or that is not exactly what its model serialises to."""
+    model = SERVER_EVENTS.get(name)
+    if model is None:
+        return f"{name!r} is not a server event in core/events.py"
+    if len(args) != 1:
+        return f"{name}: {len(args)} arguments, expected one payload"
+    try:
+        event = model.model_validate_json(json.dumps(args[0]), strict=True)
+    except ValidationError as err:
+        return f"{name} {args[0]!r}: {err}"
+    if event.model_dump(mode="json") != args[0]:
+        return f"{name} {args[0]!r}: not as {model.__name__} serialises it: {event.model_dump(mode='json')!r}"
+    return None
+
+
 class Inbox:
-    """Records the events a socket receives, by name."""
+    """Records the events a socket receives, by name, and checks every event the socket receives (those
+    named and, through a catch-all handler, any other) against its model with `event_problem`. A bad event
+    fails the test when it next reads the inbox: a handler's exception would only be logged by the client."""
 
     def __init__(self, sio: socketio.AsyncClient, *names: str) -> None:
+        unknown = [name for name in names if name not in SERVER_EVENTS]
+        assert not unknown, f"not server events in core/events.py: {unknown}"
         self.events: dict[str, list[Any]] = {name: [] for name in names}
+        self.problems: list[str] = []
         for name in names:
             sio.on(name, self._recorder(name))
+        if "*" not in sio.handlers.get("/", {}):
+            sio.on("*", self._other)
 
     def _recorder(self, name: str) -> Any:
-        async def record(data: Any = None) -> None:
-            self.events[name].append(data)
+        async def record(*args: Any) -> None:
+            self._check(name, *args)
+            self.events[name].append(args[0] if args else None)
 
         return record
 
+    async def _other(self, name: str, *args: Any) -> None:
+        self._check(name, *args)
+
+    def _check(self, name: str, *args: Any) -> None:
+        problem = event_problem(name, *args)
+        if problem is not None:
+            self.problems.append(problem)
+
+    def check(self) -> None:
+        assert not self.problems, "events that break the contract:\n" + "\n".join(self.problems)
+
     def __getitem__(self, name: str) -> list[Any]:
+        self.check()
         return self.events[name]
 
 

@@ -1,0 +1,295 @@
+"""The socket event contract as models: one per server → client event (its Socket.IO name in `name`), the
+client → server payloads with their acks, and the `Events` protocol services emit through (implemented in
+realtime/emitter.py, so services never import socketio).
+
+An event is validated once, when it is built; the emitter serialises it once (`model_dump(mode="json")`).
+These models are the source of docs/events.md's tables and of the AsyncAPI document (GET
+/api/asyncapi.json); tests/helpers.py `Inbox` validates every event a test receives against them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Protocol
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.validation import INT64_MAX
+from core.wire import MessageWire, Timestamp, TokenUsage, Wire
+
+
+def user_room(user_id: UUID | str) -> str:
+    """Every socket of one user."""
+    return f"user:{user_id}"
+
+
+def chat_room(session_id: UUID | str) -> str:
+    """Every socket watching one chat session."""
+    return f"chat:{session_id}"
+
+
+# --- server → client -------------------------------------------------------------------------------
+
+AiErrorCode = Literal[
+    "provider_rate_limited",
+    "provider_unavailable",
+    "provider_timeout",
+    "provider_auth",
+    "provider_error",
+    "empty_reply",
+    "stream_gone",
+    "reply_lost",
+    "internal",
+]
+EndReason = Literal["logged_out", "password_changed", "banned"]
+
+
+class ServerEvent(Wire):
+    """An event the server sends; `name` is its Socket.IO event name."""
+
+    name: ClassVar[str]
+
+
+class MessageNewEvent(ServerEvent):
+    """A user message was stored: to every socket of the user and of the chat room, once each, after commit."""
+
+    name = "message:new"
+    message: MessageWire
+
+
+class AiStartEvent(ServerEvent):
+    """A reply began: to the user's sockets and the chat room. `message` is the reply's row (streaming)."""
+
+    name = "ai:start"
+    stream_id: UUID
+    session_id: UUID
+    reply_to: UUID | None
+    message: MessageWire
+
+
+class AiChunkEvent(ServerEvent):
+    """The next piece of a reply's text: to the chat room; `index` starts at 0 and has no gaps."""
+
+    name = "ai:chunk"
+    stream_id: UUID
+    index: int = Field(ge=0)
+    text: str
+
+
+class AiDoneEvent(ServerEvent):
+    """The stored reply (complete or stopped) and its token usage: to the user's sockets and the chat room."""
+
+    name = "ai:done"
+    stream_id: UUID
+    message: MessageWire
+    usage: TokenUsage | None
+
+
+class AiErrorEvent(ServerEvent):
+    """The reply failed: to the user's sockets and the chat room (the row stays, `failed`, empty)."""
+
+    name = "ai:error"
+    stream_id: UUID
+    code: AiErrorCode
+    message: str
+
+
+class TypingEvent(ServerEvent):
+    """Someone is typing: to the chat room, except the sender."""
+
+    name = "typing"
+    session_id: UUID
+    user_id: UUID
+    typing: bool
+
+
+class PresenceEvent(ServerEvent):
+    """The user's first socket connected or last one left (across nodes): to the user's sockets."""
+
+    name = "presence"
+    user_id: UUID
+    online: bool
+
+
+class ChatDeletedEvent(ServerEvent):
+    """The session was deleted: to the chat room."""
+
+    name = "chat:deleted"
+    session_id: UUID
+
+
+class QuotaEvent(ServerEvent):
+    """Today's quota changed: to the user's sockets; `remaining` is null on plans without a daily cap."""
+
+    name = "quota"
+    remaining: int | None = Field(ge=0)
+    resets_at: Timestamp
+
+
+class CreditsEvent(ServerEvent):
+    """The credit balance changed: to the user's sockets."""
+
+    name = "credits"
+    balance: int
+
+
+class PlanEvent(ServerEvent):
+    """The plan changed: to the user's sockets."""
+
+    name = "plan"
+    plan: str
+
+
+class SessionEndedEvent(ServerEvent):
+    """The session ended (logout-all, password change, ban): to the user's sockets, closed right after."""
+
+    name = "session:ended"
+    reason: EndReason
+
+
+SERVER_EVENTS: dict[str, type[ServerEvent]] = {
+    event.name: event
+    for event in (
+        MessageNewEvent,
+        AiStartEvent,
+        AiChunkEvent,
+        AiDoneEvent,
+        AiErrorEvent,
+        TypingEvent,
+        PresenceEvent,
+        ChatDeletedEvent,
+        QuotaEvent,
+        CreditsEvent,
+        PlanEvent,
+        SessionEndedEvent,
+    )
+}
+
+
+class Events(Protocol):
+    async def to_user(self, user_id: UUID, event: ServerEvent) -> None:
+        """Every socket of the user, on any node."""
+
+    async def to_room(self, room: str, event: ServerEvent, *, skip_sid: str | None = None) -> None:
+        """Every socket in a room, on any node."""
+
+    async def to_rooms(self, rooms: list[str], event: ServerEvent) -> None:
+        """Every socket in any of the rooms, once even when it is in several."""
+
+    async def disconnect_user(self, user_id: UUID, *, reason: EndReason) -> None:
+        """Tell the user's sockets their session ended (`session:ended`) and close them."""
+
+
+# --- client → server -------------------------------------------------------------------------------
+
+
+class ClientPayload(BaseModel):
+    """Socket payloads: unknown fields refused, like REST bodies."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class SessionRef(ClientPayload):
+    session_id: UUID
+
+
+class SendIn(ClientPayload):
+    session_id: UUID
+    client_id: UUID
+    # The configured MESSAGE_MAX_CHARS is enforced by the service; this only stops absurd payloads early.
+    content: str = Field(min_length=1, max_length=200_000)
+
+
+class SyncIn(ClientPayload):
+    session_id: UUID
+    after_seq: int = Field(ge=0, le=INT64_MAX)  # seqs are PostgreSQL bigints
+
+
+class TypingIn(ClientPayload):
+    session_id: UUID
+    typing: bool
+
+
+class StopIn(ClientPayload):
+    stream_id: UUID
+
+
+class ResumeIn(ClientPayload):
+    stream_id: UUID
+    from_index: int = Field(default=0, ge=0, le=INT64_MAX)
+
+
+class AckError(Wire):
+    code: str
+    message: str
+    details: list[Any] | None = None  # with `invalid`: every bad field
+
+
+class ErrorAck(Wire):
+    """What every client event answers when it fails."""
+
+    ok: Literal[False]
+    error: AckError
+
+
+class OkAck(Wire):
+    ok: Literal[True]
+
+
+class JoinAck(OkAck):
+    session: dict[str, Any] = Field(description="the chat session {id, persona_id, title, pinned, last_seq, ...}")
+
+
+class SendAck(OkAck):
+    message: MessageWire
+    duplicate: bool
+
+
+class StreamInFlight(Wire):
+    stream_id: UUID
+    session_id: UUID
+    reply_to: UUID | None
+    next_index: int = Field(ge=0)
+
+
+class SyncAck(OkAck):
+    messages: list[MessageWire]
+    has_more: bool
+    last_seq: int = Field(ge=0)
+    streams: list[StreamInFlight]
+
+
+class StopAck(OkAck):
+    stream_id: UUID
+
+
+class ResumeAck(OkAck):
+    stream_id: UUID
+    session_id: UUID
+    from_index: int = Field(ge=0)
+
+
+@dataclass(frozen=True)
+class ClientEvent:
+    name: str
+    payload: type[ClientPayload]
+    ack: type[OkAck]
+    summary: str
+
+
+CLIENT_EVENTS: dict[str, ClientEvent] = {
+    event.name: event
+    for event in (
+        ClientEvent("chat:join", SessionRef, JoinAck, "Watch a chat session (join its room)."),
+        ClientEvent("chat:leave", SessionRef, OkAck, "Stop watching a chat session."),
+        ClientEvent(
+            "message:send", SendIn, SendAck, "Store a user message (deduplicated on client_id); acked after commit."
+        ),
+        ClientEvent("sync", SyncIn, SyncAck, "Messages after a seq, oldest first (at most 500); streams in flight."),
+        ClientEvent("typing", TypingIn, OkAck, "Relay typing to the chat room (only after chat:join)."),
+        ClientEvent("ai:stop", StopIn, StopAck, "Stop a reply wherever it runs; the text so far is kept."),
+        ClientEvent(
+            "ai:resume", ResumeIn, ResumeAck, "Replay a live stream's chunks from from_index, then follow it live."
+        ),
+    )
+}

@@ -1,9 +1,11 @@
-"""Entities every layer shares, as plain frozen dataclasses."""
+"""Entities every layer shares, as plain frozen dataclasses: the stores return them, services work on
+them, and the wire models in core.wire turn them into what clients read."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 
@@ -27,3 +29,143 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+
+@dataclass(frozen=True)
+class ChatSession:
+    """A conversation with one persona; `last_seq` is its newest message's seq."""
+
+    id: UUID
+    user_id: UUID
+    persona_id: UUID | None
+    title: str
+    pinned: bool
+    last_seq: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Message:
+    """A stored chat message; seqs are gap-free per session."""
+
+    id: UUID
+    session_id: UUID
+    seq: int
+    role: str
+    content: str
+    status: str
+    client_id: UUID | None
+    reply_to: UUID | None
+    usage: dict[str, Any] | None
+    attachments: list[Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Persona:
+    id: UUID
+    owner_id: UUID
+    name: str
+    description: str
+    personality: str
+    greeting: str
+    tags: list[str]
+    visibility: str
+    remixable: bool
+    avatar_file_id: UUID | None
+    cloned_from: UUID | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def is_public(self) -> bool:
+        return self.visibility == "public"
+
+    def readable_by(self, user_id: UUID) -> bool:
+        """May see the persona (name, description, greeting, tags, avatar) and chat with it."""
+        return self.owner_id == user_id or self.is_public
+
+    def definition_readable_by(self, user_id: UUID) -> bool:
+        """May also see its definition (DEFINITION_FIELDS and the knowledge base), export and clone it."""
+        return self.owner_id == user_id or (self.is_public and self.remixable)
+
+
+@dataclass(frozen=True)
+class ScoredPersona:
+    """A persona with its search rank or trending score."""
+
+    persona: Persona
+    score: float
+
+
+@dataclass(frozen=True)
+class KnowledgeEntry:
+    """An entry without its text (what lists show)."""
+
+    id: UUID
+    persona_id: UUID
+    title: str
+    source: str
+    filename: str | None
+    content_type: str | None
+    keys: list[str]
+    chars: int
+    chunks: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class KnowledgeDocument:
+    """An entry with its whole text."""
+
+    entry: KnowledgeEntry
+    content: str
+
+
+@dataclass(frozen=True)
+class Invoice:
+    """A Stripe invoice as recorded from its webhooks (the id is Stripe's)."""
+
+    id: str
+    user_id: UUID
+    subscription_id: str | None
+    amount_cents: int
+    currency: str
+    status: str
+    hosted_url: str | None
+    period_end: datetime | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A subscription from Stripe, Google Play or an admin; the user's plan is derived from these."""
+
+    id: UUID
+    user_id: UUID
+    provider: str
+    external_id: str
+    plan: str
+    period: str
+    status: str
+    current_period_end: datetime | None
+    grace_until: datetime | None
+    cancel_at_period_end: bool
+    state_at: datetime
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One change to a user's credit balance, applied once per idempotency key."""
+
+    id: int
+    delta: int
+    balance_after: int
+    reason: str
+    idempotency_key: str
+    ref_type: str | None
+    ref_id: str | None
+    created_at: datetime

@@ -146,3 +146,9 @@ class RateLimited(AppError):
 class Unavailable(AppError):
     status = 503
     code = Code.UNAVAILABLE
+
+
+class StreamGone(Exception):
+    """A reply stream the stream buffer does not hold: never existed, or ended long enough ago to be
+    dropped. Raised by the buffer (storage) and caught by whoever reads a stream, each answering it in
+    its own shape (an `ai:error` event, an SSE `error`); not an AppError, so never a response by itself."""

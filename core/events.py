@@ -15,7 +15,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.validation import INT64_MAX
-from core.wire import MessageWire, Timestamp, TokenUsage, Wire
+from core.wire import MessageOut, SessionOut, Timestamp, TokenUsage, Wire
 
 
 def user_room(user_id: UUID | str) -> str:
@@ -54,7 +54,7 @@ class MessageNewEvent(ServerEvent):
     """A user message was stored: to every socket of the user and of the chat room, once each, after commit."""
 
     name = "message:new"
-    message: MessageWire
+    message: MessageOut
 
 
 class AiStartEvent(ServerEvent):
@@ -64,7 +64,7 @@ class AiStartEvent(ServerEvent):
     stream_id: UUID
     session_id: UUID
     reply_to: UUID | None
-    message: MessageWire
+    message: MessageOut
 
 
 class AiChunkEvent(ServerEvent):
@@ -81,7 +81,7 @@ class AiDoneEvent(ServerEvent):
 
     name = "ai:done"
     stream_id: UUID
-    message: MessageWire
+    message: MessageOut
     usage: TokenUsage | None
 
 
@@ -228,20 +228,20 @@ class AckError(Wire):
 class ErrorAck(Wire):
     """What every client event answers when it fails."""
 
-    ok: Literal[False]
+    ok: Literal[False] = False
     error: AckError
 
 
 class OkAck(Wire):
-    ok: Literal[True]
+    ok: Literal[True] = True
 
 
 class JoinAck(OkAck):
-    session: dict[str, Any] = Field(description="the chat session {id, persona_id, title, pinned, last_seq, ...}")
+    session: SessionOut
 
 
 class SendAck(OkAck):
-    message: MessageWire
+    message: MessageOut
     duplicate: bool
 
 
@@ -253,7 +253,7 @@ class StreamInFlight(Wire):
 
 
 class SyncAck(OkAck):
-    messages: list[MessageWire]
+    messages: list[MessageOut]
     has_more: bool
     last_seq: int = Field(ge=0)
     streams: list[StreamInFlight]

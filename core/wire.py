@@ -1,5 +1,8 @@
-"""Wire models: the shapes clients read, as pydantic models (events, acks and the AsyncAPI document use
-them). Field names and order are the JSON's: `model_dump(mode="json")` is the bytes on the wire."""
+"""Wire models: the shapes clients read, one pydantic model per public shape. REST responses, socket acks,
+events, the OpenAPI document and the AsyncAPI document all use these, so a shape is written once.
+Field names and order are the JSON's: `model_dump(mode="json")` is what goes on the wire. Each is built
+from its core entity (`Model.model_validate(entity)` reads it by attribute, or a named constructor
+where the shape is not the entity's fields)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
+from core.entities import Invoice, Persona, ScoredPersona
 from core.timefmt import iso
 
 # Every time on every wire: ISO 8601 in UTC with a `Z` (core.timefmt.iso), whatever the datetime's zone.
@@ -17,12 +21,47 @@ Timestamp = Annotated[
     PlainSerializer(iso, return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
+Period = Literal["daily", "monthly", "yearly", "lifetime"]
 
 
 class Wire(BaseModel):
-    """Unknown fields refused, so a test that validates what it received sees any key the model lacks."""
+    """Unknown fields refused, so a test that validates what it received sees any key the model lacks.
+    Every field is always sent, so the documents list fields with defaults as required too."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_serialization_defaults_required=True)
+
+
+class Out(Wire):
+    """A shape made from an entity: read by attribute (only the model's fields; the entity may hold more)."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, from_attributes=True, json_schema_serialization_defaults_required=True
+    )
+
+
+class UserOut(Out):
+    """The signed-in user (a core Principal): nothing secret."""
+
+    id: UUID
+    email: str
+    display_name: str
+    role: Literal["user", "admin"]
+    plan: str
+    timezone: str
+    created_at: Timestamp
+    has_password: bool
+    firebase_linked: bool
+    banned: bool
+
+
+class SessionOut(Out):
+    id: UUID
+    persona_id: UUID | None
+    title: str
+    pinned: bool
+    last_seq: int = Field(ge=0)
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class TokenUsage(Wire):
@@ -31,11 +70,8 @@ class TokenUsage(Wire):
     total_tokens: int = Field(ge=0)
 
 
-class MessageWire(Wire):
-    """A stored message (SPEC Appendix C, the fields stored today): the keys of storage.chat.public_message.
-    `MessageWire.model_validate(row)` reads a storage MessageRow by attribute."""
-
-    model_config = ConfigDict(from_attributes=True)
+class MessageOut(Out):
+    """A stored message (SPEC Appendix C, the fields stored today)."""
 
     id: UUID
     session_id: UUID
@@ -48,3 +84,115 @@ class MessageWire(Wire):
     usage: TokenUsage | None
     attachments: list[Any]
     created_at: Timestamp
+
+
+# The persona's definition: what makes it answer as it does. Only those who may read it see these fields
+# (Persona.definition_readable_by); everyone else gets them as null. A new definition field belongs here.
+DEFINITION_FIELDS = ("personality",)
+_HIDDEN = " Null when the caller may not read the definition: someone else's persona that is not remixable."
+
+
+class PersonaOut(Out):
+    id: UUID
+    owner_id: UUID
+    name: str
+    description: str
+    personality: str | None = Field(description="The system prompt: who the persona is." + _HIDDEN)
+    greeting: str
+    tags: list[str]
+    visibility: Literal["private", "public"]
+    remixable: bool = Field(
+        description="Whether other users may read the definition (personality, knowledge), export and clone "
+        "this persona when it is public. Anyone may chat with a public persona either way."
+    )
+    avatar_file_id: UUID | None
+    cloned_from: UUID | None
+    created_at: Timestamp
+    updated_at: Timestamp
+
+    @classmethod
+    def for_viewer(cls, persona: Persona, viewer_id: UUID) -> PersonaOut:
+        """The persona as `viewer_id` may see it: every path that returns a persona goes through here, so
+        the definition never reaches someone who may not read it."""
+        out = cls.model_validate(persona)
+        if persona.definition_readable_by(viewer_id):
+            return out
+        return out.model_copy(update=dict.fromkeys(DEFINITION_FIELDS))
+
+
+class ScoredPersonaOut(PersonaOut):
+    score: float = Field(description="Search rank, or trending score (0 for no recent activity)")
+
+    @classmethod
+    def for_viewer_scored(cls, scored: ScoredPersona, viewer_id: UUID) -> ScoredPersonaOut:
+        persona = PersonaOut.for_viewer(scored.persona, viewer_id)
+        return cls(**persona.model_dump(), score=scored.score)
+
+
+class KnowledgeEntryOut(Out):
+    """A knowledge entry without its text (what lists show)."""
+
+    id: UUID
+    persona_id: UUID
+    title: str
+    source: Literal["text", "file", "character_book"]
+    filename: str | None = Field(description="The uploaded file's name (source `file`)")
+    content_type: str | None = Field(description="text/plain, text/markdown or application/pdf (source `file`)")
+    keys: list[str] = Field(description="A character book entry's trigger words")
+    chars: int = Field(ge=0)
+    chunks: int = Field(ge=0)
+    created_at: Timestamp
+
+
+class KnowledgeEntryDetail(KnowledgeEntryOut):
+    """A knowledge entry with its whole text."""
+
+    content: str
+
+
+class LedgerEntryOut(Out):
+    """One change to the credit balance (the idempotency key stays on the server)."""
+
+    id: int
+    delta: int
+    balance_after: int = Field(ge=0)
+    reason: str
+    ref_type: str | None
+    ref_id: str | None
+    created_at: Timestamp
+
+
+class SubscriptionOut(Out):
+    id: UUID
+    provider: Literal["stripe", "google_play", "admin"]
+    plan: str
+    period: Period
+    status: str = Field(description="active, past_due, in_grace, canceled, expired, incomplete or paused")
+    current_period_end: Timestamp | None
+    grace_until: Timestamp | None
+    cancel_at_period_end: bool
+    created_at: Timestamp
+
+
+class InvoiceOut(Wire):
+    id: str
+    provider_subscription_id: str | None
+    amount_cents: int
+    currency: str
+    status: Literal["paid", "payment_failed"]
+    hosted_url: str | None
+    period_end: Timestamp | None
+    created_at: Timestamp
+
+    @classmethod
+    def of(cls, invoice: Invoice) -> InvoiceOut:
+        return cls(
+            id=invoice.id,
+            provider_subscription_id=invoice.subscription_id,
+            amount_cents=invoice.amount_cents,
+            currency=invoice.currency,
+            status=invoice.status,  # type: ignore[arg-type]  # the store writes only these two
+            hosted_url=invoice.hosted_url,
+            period_end=invoice.period_end,
+            created_at=invoice.created_at,
+        )

@@ -7,14 +7,15 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from aiohttp import web
-from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from core.entities import Principal
-from core.validation import Bigint, UtcDatetime
+from core.pages import IdPosition, Keyset, decode_cursor, encode_cursor
+from core.validation import UtcDatetime
+from core.wire import UserOut
 from handlers.api import Api, path_uuid
 from handlers.keys import ADMIN_SERVICE, CREDIT_SERVICE, SUBSCRIPTION_SERVICE
-from handlers.schemas import Strict, UserOut
-from storage.users import public_user
+from handlers.schemas import Strict
 
 api = Api("admin")
 P = "/api/v1/admin"
@@ -52,7 +53,7 @@ class GrantOut(BaseModel):
 class UserQuery(Strict):
     q: str | None = Field(default=None, max_length=200)
     limit: int = Field(default=50, ge=1, le=200)
-    cursor: UtcDatetime | None = Field(default=None, description="next_cursor of the previous page")
+    cursor: str | None = Field(default=None, max_length=512, description="next_cursor of the previous page")
 
 
 class UserPage(BaseModel):
@@ -61,8 +62,10 @@ class UserPage(BaseModel):
 
 
 class AuditEntry(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
-    actor_id: str | None
+    actor_id: UUID | None
     action: str
     target_type: str
     target_id: str
@@ -72,7 +75,7 @@ class AuditEntry(BaseModel):
 
 class AuditQuery(Strict):
     limit: int = Field(default=50, ge=1, le=200)
-    cursor: Bigint | None = Field(default=None, description="next_cursor of the previous page")
+    cursor: str | None = Field(default=None, max_length=512, description="next_cursor of the previous page")
 
 
 class AuditPage(BaseModel):
@@ -82,34 +85,39 @@ class AuditPage(BaseModel):
 
 @api.route("GET", f"{P}/users", summary="Search users (admin)", query=UserQuery, response=UserPage)
 async def list_users(request: web.Request, user: Principal, query: UserQuery) -> dict[str, Any]:
-    rows = await request.app[ADMIN_SERVICE].search_users(user, query=query.q, before=query.cursor, limit=query.limit)
-    cursor = rows[-1].created_at.isoformat() if len(rows) == query.limit else None
-    return {"items": [public_user(r) for r in rows], "next_cursor": cursor}
+    position = decode_cursor(query.cursor, Keyset)
+    before = (position.created_at, position.id) if position is not None else None
+    rows = await request.app[ADMIN_SERVICE].search_users(user, query=query.q, before=before, limit=query.limit)
+    last = rows[-1] if len(rows) == query.limit else None
+    cursor = encode_cursor(Keyset(created_at=last.created_at, id=last.id)) if last else None
+    return {"items": [UserOut.model_validate(r) for r in rows], "next_cursor": cursor}
 
 
 @api.route("GET", f"{P}/users/{{id}}", summary="One user (admin)", response=UserOut, errors=(404,))
-async def get_user(request: web.Request, user: Principal) -> dict[str, Any]:
-    return public_user(await request.app[ADMIN_SERVICE].get_user(user, path_uuid(request)))
+async def get_user(request: web.Request, user: Principal) -> UserOut:
+    return UserOut.model_validate(await request.app[ADMIN_SERVICE].get_user(user, path_uuid(request)))
 
 
 @api.route("POST", f"{P}/users/{{id}}/ban", summary="Ban a user (admin)", body=BanIn, response=UserOut, errors=(404,))
-async def ban_user(request: web.Request, user: Principal, body: BanIn) -> dict[str, Any]:
+async def ban_user(request: web.Request, user: Principal, body: BanIn) -> UserOut:
     """The user's sessions end at once and their sockets are closed."""
     target = await request.app[ADMIN_SERVICE].set_ban(user, path_uuid(request), banned=True, reason=body.reason)
-    return public_user(target)
+    return UserOut.model_validate(target)
 
 
 @api.route("POST", f"{P}/users/{{id}}/unban", summary="Lift a ban (admin)", response=UserOut, errors=(404,))
-async def unban_user(request: web.Request, user: Principal) -> dict[str, Any]:
+async def unban_user(request: web.Request, user: Principal) -> UserOut:
     target = await request.app[ADMIN_SERVICE].set_ban(user, path_uuid(request), banned=False, reason=None)
-    return public_user(target)
+    return UserOut.model_validate(target)
 
 
 @api.route("GET", f"{P}/audit-log", summary="Admin actions, newest first (admin)", query=AuditQuery, response=AuditPage)
 async def audit_log(request: web.Request, user: Principal, query: AuditQuery) -> dict[str, Any]:
-    rows = await request.app[ADMIN_SERVICE].audit_log(user, before_id=query.cursor, limit=query.limit)
-    items = [{**r.__dict__, "actor_id": str(r.actor_id) if r.actor_id else None} for r in rows]
-    return {"items": items, "next_cursor": str(rows[-1].id) if len(rows) == query.limit else None}
+    position = decode_cursor(query.cursor, IdPosition)
+    before_id = position.id if position is not None else None
+    rows = await request.app[ADMIN_SERVICE].audit_log(user, before_id=before_id, limit=query.limit)
+    cursor = encode_cursor(IdPosition(id=rows[-1].id)) if len(rows) == query.limit else None
+    return {"items": [AuditEntry.model_validate(r) for r in rows], "next_cursor": cursor}
 
 
 @api.route(

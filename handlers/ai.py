@@ -3,7 +3,6 @@ sentiment and prompt enhancement. Sending goes through ChatService exactly like 
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -11,16 +10,15 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 from pydantic import BaseModel, Field
 
-from core.entities import Principal
-from core.errors import AppError, Conflict, NotFound
+from core.entities import Message, Principal
+from core.errors import AppError, Conflict, NotFound, StreamGone
+from core.events import SERVER_EVENTS, AiChunkEvent, AiErrorEvent, AiStartEvent
 from core.validation import INT64_MAX, Bigint, whole_number
+from core.wire import MessageOut
 from handlers.api import Api, path_uuid
-from handlers.chat import MessageOut
 from handlers.keys import AI_TOOLS, CHAT_SERVICE, REPLY_SERVICE, SETTINGS
 from handlers.schemas import MessageContent, Strict
 from services.replies import ReplyService
-from services.stream_buffer import StreamGone
-from storage.chat import MessageRow, public_message
 
 api = Api("ai")
 P = "/api/v1/ai"
@@ -61,7 +59,7 @@ class ResumeQuery(Strict):
     from_index: Bigint | None = None
 
 
-async def _send_and_find_reply(request: web.Request, user: Principal, body: ChatIn) -> MessageRow:
+async def _send_and_find_reply(request: web.Request, user: Principal, body: ChatIn) -> Message:
     """Store the message (deduplicated by client_id), then wait for the reply that answers it to start
     (it may be queued behind a reply already streaming in this session). A chat whose persona was
     deleted has nobody to answer: 409 `no_persona` at once, before anything is stored."""
@@ -79,7 +77,7 @@ async def _send_and_find_reply(request: web.Request, user: Principal, body: Chat
     return await replies.reply_for(user, body.session_id, result.message.seq, wait_seconds=wait)
 
 
-async def _wait_done(replies: ReplyService, reply: MessageRow) -> MessageRow:
+async def _wait_done(replies: ReplyService, reply: Message) -> Message:
     if reply.status == "streaming":
         try:
             async for entry in replies.buffer.follow(str(reply.id), 0):
@@ -103,30 +101,33 @@ async def _wait_done(replies: ReplyService, reply: MessageRow) -> MessageRow:
     response=MessageOut,
     errors=(404, 409, 429, 502, 504),
 )
-async def generate(request: web.Request, user: Principal, body: ChatIn) -> dict[str, Any]:
+async def generate(request: web.Request, user: Principal, body: ChatIn) -> MessageOut:
     """The user message is stored like `message:send` (same `client_id` dedupe, same events); the answer
     is the stored assistant reply once complete. Sockets watching the chat see it stream meanwhile."""
     reply = await _send_and_find_reply(request, user, body)
-    return public_message(await _wait_done(request.app[REPLY_SERVICE], reply))
+    return MessageOut.model_validate(await _wait_done(request.app[REPLY_SERVICE], reply))
 
 
 async def _stream_sse(
-    request: web.Request, replies: ReplyService, stream_id: str, from_index: int, start: dict[str, Any] | None
+    request: web.Request, replies: ReplyService, stream_id: str, from_index: int, start: AiStartEvent | None
 ) -> web.StreamResponse:
+    """The reply's socket events as SSE: `start`, `chunk`, then `done` or `error`, each the event model's JSON."""
+    stream_uuid = UUID(stream_id)
     # POST too: the stream answers the message this very request sends.
     async with sse_response(request, headers={"X-Accel-Buffering": "no"}, allow_all_methods=True) as sse:
         if start is not None:
-            await sse.send(json.dumps(start), event="start")
+            await sse.send(start.model_dump_json(), event="start")
         try:
             async for entry in replies.buffer.follow(stream_id, from_index):
                 if entry.event is None:
-                    data = {"stream_id": stream_id, "index": entry.index, "text": entry.text}
-                    await sse.send(json.dumps(data), id=str(entry.index), event="chunk")
-                else:
-                    await sse.send(json.dumps(entry.data), event="done" if entry.event == "ai:done" else "error")
+                    chunk = AiChunkEvent(stream_id=stream_uuid, index=entry.index, text=entry.text)
+                    await sse.send(chunk.model_dump_json(), id=str(entry.index), event="chunk")
+                else:  # the end event as the reply stored it (ai:done or ai:error), checked again
+                    end = SERVER_EVENTS[entry.event].model_validate(entry.data)
+                    await sse.send(end.model_dump_json(), event="done" if entry.event == "ai:done" else "error")
         except StreamGone:
-            gone = {"stream_id": stream_id, "code": "stream_gone", "message": "the stream is no longer buffered"}
-            await sse.send(json.dumps(gone), event="error")
+            gone = AiErrorEvent(stream_id=stream_uuid, code="stream_gone", message="the stream is no longer buffered")
+            await sse.send(gone.model_dump_json(), event="error")
     return sse
 
 
@@ -144,12 +145,12 @@ async def stream(request: web.Request, user: Principal, body: ChatIn) -> web.Str
     the SSE `id` set to the chunk index, then `done` {stream_id, message, usage} or `error`
     {stream_id, code, message}. Reconnect with `GET /api/v1/ai/stream/{stream_id}` and `Last-Event-ID`."""
     reply = await _send_and_find_reply(request, user, body)
-    start = {
-        "stream_id": str(reply.id),
-        "session_id": str(reply.session_id),
-        "reply_to": str(reply.reply_to) if reply.reply_to else None,
-        "message": public_message(reply),
-    }
+    start = AiStartEvent(
+        stream_id=reply.id,
+        session_id=reply.session_id,
+        reply_to=reply.reply_to,
+        message=MessageOut.model_validate(reply),
+    )
     return await _stream_sse(request, request.app[REPLY_SERVICE], str(reply.id), 0, start)
 
 

@@ -3,7 +3,6 @@ the OpenAPI entry, so the document can never drift from what the handlers accept
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import json
 import re
@@ -19,7 +18,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from core.entities import Principal
 from core.errors import AppError, BadRequest, PayloadTooLarge, Unauthorized, ValidationFailed
-from core.validation import MAX_JSON_DEPTH, in_database_range, nested_deeper_than, parse
+from core.validation import MAX_JSON_DEPTH, nested_deeper_than, parse
 from handlers.keys import AUTH_SERVICE, SETTINGS
 
 Handler = Callable[..., Awaitable[Any]]
@@ -236,30 +235,6 @@ def path_uuid(request: web.Request, name: str = "id") -> UUID:
         return UUID(request.match_info[name])
     except ValueError as err:
         raise ValidationFailed(f"{name}: not a valid id", details=[{"field": name, "message": "not a UUID"}]) from err
-
-
-def encode_cursor(position: BaseModel) -> str:
-    """An opaque `next_cursor`: the position model as URL-safe base64 JSON. Clients pass it back as is."""
-    return base64.urlsafe_b64encode(position.model_dump_json().encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str | None, model: type[M]) -> M | None:
-    """The position in a cursor made by `encode_cursor`; None for no cursor; 422 naming `cursor` if it
-    was not made by us (or was made for another list, or holds a number or time the database cannot take:
-    ours never do)."""
-    if cursor is None:
-        return None
-    invalid = ValidationFailed(
-        "cursor: invalid", details=[{"field": "cursor", "message": "not a cursor from this list"}]
-    )
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        position = model.model_validate_json(raw)
-    except ValueError as err:  # bad base64, bad JSON, wrong shape: all ValueErrors
-        raise invalid from err
-    if not in_database_range(position):
-        raise invalid
-    return position
 
 
 def error_response(err: AppError, request_id: str | None = None) -> web.Response:

@@ -35,7 +35,7 @@ def _summary(model: type[BaseModel]) -> str:
 
 
 def build_asyncapi(*, version: str) -> dict[str, Any]:
-    # One pass over every model, so the nested ones (MessageWire, TokenUsage) become one shared component.
+    # One pass over every model, so the nested ones (MessageOut, TokenUsage) become one shared component.
     models: list[tuple[type[BaseModel], JsonSchemaMode]] = [
         (event, "serialization") for event in SERVER_EVENTS.values()
     ]

@@ -8,11 +8,11 @@ from aiohttp import web
 from pydantic import EmailStr, Field
 
 from core.entities import Principal
+from core.wire import UserOut
 from handlers.api import Api, client_ip
 from handlers.keys import AUTH_SERVICE
-from handlers.schemas import AuthSessionOut, Strict, TimeZoneName, UserOut
+from handlers.schemas import AuthSessionOut, Strict, TimeZoneName
 from services.auth import Session
-from storage.users import public_user
 
 api = Api("auth")
 P = "/api/v1/auth"
@@ -54,7 +54,7 @@ class PasswordIn(Strict):
 
 def session_body(session: Session) -> dict[str, Any]:
     return {
-        "user": public_user(session.user),
+        "user": UserOut.model_validate(session.user),
         "access_token": session.access_token,
         "refresh_token": session.refresh_token,
         "expires_in": session.expires_in,
@@ -146,8 +146,8 @@ async def firebase_sign_in(request: web.Request, body: FirebaseIn) -> dict[str, 
     response=UserOut,
     errors=(409, 503),
 )
-async def link_firebase(request: web.Request, user: Principal, body: FirebaseIn) -> dict[str, Any]:
-    return public_user(await request.app[AUTH_SERVICE].link_firebase(user, body.id_token))
+async def link_firebase(request: web.Request, user: Principal, body: FirebaseIn) -> UserOut:
+    return UserOut.model_validate(await request.app[AUTH_SERVICE].link_firebase(user, body.id_token))
 
 
 @api.route(
@@ -157,21 +157,21 @@ async def link_firebase(request: web.Request, user: Principal, body: FirebaseIn)
     response=UserOut,
     errors=(409,),
 )
-async def unlink_firebase(request: web.Request, user: Principal) -> dict[str, Any]:
-    return public_user(await request.app[AUTH_SERVICE].unlink_firebase(user))
+async def unlink_firebase(request: web.Request, user: Principal) -> UserOut:
+    return UserOut.model_validate(await request.app[AUTH_SERVICE].unlink_firebase(user))
 
 
 @api.route("GET", f"{P}/me", summary="The signed-in user", response=UserOut)
-async def me(request: web.Request, user: Principal) -> dict[str, Any]:
-    return public_user(user)
+async def me(request: web.Request, user: Principal) -> UserOut:
+    return UserOut.model_validate(user)
 
 
 @api.route("PATCH", f"{P}/me", summary="Update display name or time zone", body=ProfileIn, response=UserOut)
-async def update_me(request: web.Request, user: Principal, body: ProfileIn) -> dict[str, Any]:
+async def update_me(request: web.Request, user: Principal, body: ProfileIn) -> UserOut:
     updated = await request.app[AUTH_SERVICE].update_profile(
         user, display_name=body.display_name, timezone=body.timezone
     )
-    return public_user(updated)
+    return UserOut.model_validate(updated)
 
 
 @api.route(

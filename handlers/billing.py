@@ -10,18 +10,17 @@ import re
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any, Literal
-from uuid import UUID
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from core.entities import Principal
 from core.errors import PayloadTooLarge, ValidationFailed
-from handlers.api import Api, decode_cursor, encode_cursor
+from core.pages import Position, decode_cursor, encode_cursor
+from core.wire import InvoiceOut, SubscriptionOut
+from handlers.api import Api
 from handlers.keys import BILLING_SERVICE, PLANS, PLAY_SERVICE, SETTINGS, SUBSCRIPTION_SERVICE
 from handlers.schemas import Strict
-from storage.billing import public_invoice
-from storage.subscriptions import public_subscription
 
 api = Api("billing")
 S = "/api/v1/subscription"
@@ -49,18 +48,6 @@ class HostedPageOut(BaseModel):
 
 class PortalOut(BaseModel):
     url: str
-
-
-class SubscriptionOut(BaseModel):
-    id: UUID
-    provider: Literal["stripe", "google_play", "admin"]
-    plan: str
-    period: Literal["daily", "monthly", "yearly", "lifetime"]
-    status: str = Field(description="active, past_due, in_grace, canceled, expired, incomplete or paused")
-    current_period_end: datetime | None
-    grace_until: datetime | None
-    cancel_at_period_end: bool
-    created_at: datetime
 
 
 class PlanLimitsOut(BaseModel):
@@ -107,17 +94,6 @@ class SubscriptionHistoryOut(BaseModel):
     next_cursor: str | None = None
 
 
-class InvoiceOut(BaseModel):
-    id: str
-    provider_subscription_id: str | None
-    amount_cents: int
-    currency: str
-    status: Literal["paid", "payment_failed"]
-    hosted_url: str | None
-    period_end: datetime | None
-    created_at: datetime
-
-
 class InvoicePage(BaseModel):
     items: list[InvoiceOut]
     next_cursor: str | None
@@ -128,8 +104,9 @@ class InvoiceQuery(Strict):
     cursor: str | None = Field(default=None, max_length=512)
 
 
-class _InvoicePosition(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _InvoicePosition(Position):
+    """Invoices newest first; Stripe's ids are strings, so not a Keyset."""
+
     created_at: datetime
     id: str
 
@@ -169,7 +146,7 @@ async def status(request: web.Request, user: Principal) -> dict[str, Any]:
     return {
         "plan": current.plan,
         "limits": asdict(request.app[PLANS].limits(current.plan)),
-        "subscriptions": [public_subscription(s) for s in current.subscriptions],
+        "subscriptions": [SubscriptionOut.model_validate(s) for s in current.subscriptions],
         "credits": current.credits,
     }
 
@@ -221,9 +198,9 @@ async def portal(request: web.Request, user: Principal) -> dict[str, Any]:
     response=SubscriptionOut,
     errors=(404, 409, 502, 503),
 )
-async def cancel(request: web.Request, user: Principal) -> dict[str, Any]:
+async def cancel(request: web.Request, user: Principal) -> SubscriptionOut:
     """404 `no_subscription` without a Stripe subscription; 409 `cancel_in_store` for Google Play ones."""
-    return public_subscription(await request.app[BILLING_SERVICE].cancel(user))
+    return SubscriptionOut.model_validate(await request.app[BILLING_SERVICE].cancel(user))
 
 
 @api.route(
@@ -231,7 +208,7 @@ async def cancel(request: web.Request, user: Principal) -> dict[str, Any]:
 )
 async def history(request: web.Request, user: Principal) -> dict[str, Any]:
     rows = await request.app[SUBSCRIPTION_SERVICE].history(user.id)
-    return {"items": [public_subscription(s) for s in rows], "next_cursor": None}
+    return {"items": [SubscriptionOut.model_validate(s) for s in rows], "next_cursor": None}
 
 
 @api.route(
@@ -242,12 +219,12 @@ async def history(request: web.Request, user: Principal) -> dict[str, Any]:
     response=SubscriptionOut,
     errors=(409, 502, 503),
 )
-async def verify(request: web.Request, user: Principal, body: PlayVerifyIn) -> dict[str, Any]:
+async def verify(request: web.Request, user: Principal, body: PlayVerifyIn) -> SubscriptionOut:
     """Reads the purchase from Google Play, acknowledges it and stores it. 422 `unknown_product`,
     `product_mismatch` or `invalid_purchase_token`; 409 `purchase_token_in_use` when the purchase is
     another account's."""
     row = await request.app[PLAY_SERVICE].verify(user, product_id=body.product_id, purchase_token=body.purchase_token)
-    return public_subscription(row)
+    return SubscriptionOut.model_validate(row)
 
 
 @api.route(
@@ -260,7 +237,7 @@ async def invoices(request: web.Request, user: Principal, query: InvoiceQuery) -
     cursor = None
     if len(rows) == query.limit:
         cursor = encode_cursor(_InvoicePosition(created_at=rows[-1].created_at, id=rows[-1].id))
-    return {"items": [public_invoice(i) for i in rows], "next_cursor": cursor}
+    return {"items": [InvoiceOut.of(i) for i in rows], "next_cursor": cursor}
 
 
 @api.route(

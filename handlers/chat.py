@@ -10,44 +10,15 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from core.entities import Principal
+from core.pages import Position, decode_cursor, encode_cursor
 from core.validation import Bigint, PositiveBigint
-from handlers.api import Api, decode_cursor, encode_cursor, path_uuid
+from core.wire import MessageOut, SessionOut
+from handlers.api import Api, path_uuid
 from handlers.keys import CHAT_SERVICE
 from handlers.schemas import MessageContent, Strict
-from storage.chat import public_message, public_session
 
 api = Api("chat")
 P = "/api/v1/chat/sessions"
-
-
-class SessionOut(BaseModel):
-    id: UUID
-    persona_id: UUID | None
-    title: str
-    pinned: bool
-    last_seq: int
-    created_at: datetime
-    updated_at: datetime
-
-
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-class MessageOut(BaseModel):
-    id: UUID
-    session_id: UUID
-    seq: int
-    role: str
-    content: str
-    status: str
-    client_id: UUID | None
-    reply_to: UUID | None
-    usage: Usage | None
-    attachments: list[Any]
-    created_at: datetime
 
 
 class SessionIn(Strict):
@@ -60,10 +31,9 @@ class SessionPatch(Strict):
     pinned: bool | None = None
 
 
-class _SessionPosition(BaseModel):
+class _SessionPosition(Position):
     """Where a page of the session list ended, in list order (pinned, updated_at, id)."""
 
-    model_config = {"extra": "forbid"}
     pinned: bool
     updated_at: datetime
     id: UUID
@@ -104,21 +74,21 @@ async def list_sessions(request: web.Request, user: Principal, query: ListQuery)
     cursor = (
         encode_cursor(_SessionPosition(pinned=last.pinned, updated_at=last.updated_at, id=last.id)) if last else None
     )
-    return {"items": [public_session(r) for r in rows], "next_cursor": cursor}
+    return {"items": [SessionOut.model_validate(r) for r in rows], "next_cursor": cursor}
 
 
 @api.route(
     "POST", P, summary="Start a chat with a persona", body=SessionIn, response=SessionOut, status=201, errors=(404,)
 )
-async def create_session(request: web.Request, user: Principal, body: SessionIn) -> dict[str, Any]:
+async def create_session(request: web.Request, user: Principal, body: SessionIn) -> SessionOut:
     """The persona must be the caller's own or public (otherwise 404). The title defaults to its name."""
     session = await request.app[CHAT_SERVICE].create_session(user, persona_id=body.persona_id, title=body.title)
-    return public_session(session)
+    return SessionOut.model_validate(session)
 
 
 @api.route("GET", f"{P}/{{id}}", summary="One of my chat sessions", response=SessionOut, errors=(404,))
-async def get_session(request: web.Request, user: Principal) -> dict[str, Any]:
-    return public_session(await request.app[CHAT_SERVICE].get_session(user, path_uuid(request)))
+async def get_session(request: web.Request, user: Principal) -> SessionOut:
+    return SessionOut.model_validate(await request.app[CHAT_SERVICE].get_session(user, path_uuid(request)))
 
 
 @api.route(
@@ -129,11 +99,11 @@ async def get_session(request: web.Request, user: Principal) -> dict[str, Any]:
     response=SessionOut,
     errors=(404,),
 )
-async def update_session(request: web.Request, user: Principal, body: SessionPatch) -> dict[str, Any]:
+async def update_session(request: web.Request, user: Principal, body: SessionPatch) -> SessionOut:
     session = await request.app[CHAT_SERVICE].update_session(
         user, path_uuid(request), title=body.title, pinned=body.pinned
     )
-    return public_session(session)
+    return SessionOut.model_validate(session)
 
 
 @api.route("DELETE", f"{P}/{{id}}", summary="Delete a chat session and its messages", status=204, errors=(404,))
@@ -170,7 +140,7 @@ async def history(request: web.Request, user: Principal, query: HistoryQuery) ->
     cursor = None
     if more:
         cursor = str(rows[0].seq if query.before_seq is not None and not window else rows[-1].seq)
-    return {"items": [public_message(m) for m in rows], "next_cursor": cursor}
+    return {"items": [MessageOut.model_validate(m) for m in rows], "next_cursor": cursor}
 
 
 @api.route(
@@ -190,5 +160,5 @@ async def send_message(request: web.Request, user: Principal, body: SendIn) -> A
         user, path_uuid(request), client_id=body.client_id, content=body.content
     )
     if not result.created:
-        return web.json_response(public_message(result.message), status=200)
-    return public_message(result.message)
+        return web.json_response(MessageOut.model_validate(result.message).model_dump(mode="json"), status=200)
+    return MessageOut.model_validate(result.message)

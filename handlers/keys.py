@@ -24,7 +24,6 @@ from services.personas import PersonaService
 from services.plans import Plans
 from services.play_billing import PlayBillingService
 from services.quota import QuotaService
-from services.ratelimit import RateLimiter
 from services.replies import ReplyService
 from services.subscriptions import SubscriptionService
 from services.tokens import TokenSigner
@@ -47,7 +46,6 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 REDIS = web.AppKey("redis", Redis)  # absent when REDIS_URL is unset
 SIO = web.AppKey("sio", socketio.AsyncServer)
 SIGNER = web.AppKey("signer", TokenSigner)
-LIMITER = web.AppKey("limiter", RateLimiter)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 METRICS = web.AppKey("metrics", Metrics)
 AUTH_SERVICE = web.AppKey("auth_service", AuthService)

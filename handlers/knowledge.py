@@ -7,9 +7,7 @@ a request never buffers more than the limit. What a file is gets decided from it
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Annotated, Any, Literal
-from uuid import UUID
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -18,13 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core.entities import Principal
 from core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
-from handlers.api import Api, decode_cursor, encode_cursor, parse_model, path_uuid, read_json
+from core.pages import Keyset, decode_cursor, encode_cursor
+from core.wire import KnowledgeEntryDetail, KnowledgeEntryOut, PersonaOut
+from handlers.api import Api, parse_model, path_uuid, read_json
 from handlers.keys import KNOWLEDGE_SERVICE
-from handlers.personas import PersonaOut
 from handlers.schemas import Strict
 from services.knowledge import TEXT_MAX_CHARS
-from storage.knowledge import public_entry
-from storage.personas import public_persona
 
 api = Api("knowledge")
 P = "/api/v1/personas"
@@ -34,7 +31,6 @@ FIELD_MAX_BYTES = 4096
 READ_CHUNK = 64 * 1024
 
 Title = Annotated[str, Field(min_length=1, max_length=200)]
-Source = Literal["text", "file", "character_book"]
 
 
 class KnowledgeTextIn(Strict):
@@ -63,23 +59,6 @@ class CardUpload(BaseModel):
     file: bytes = Field(description="A Character Card: a PNG carrying one, or its JSON (V1, V2 or V3)")
 
 
-class KnowledgeEntryOut(BaseModel):
-    id: UUID
-    persona_id: UUID
-    title: str
-    source: Source
-    filename: str | None = Field(description="The uploaded file's name (source `file`)")
-    content_type: str | None = Field(description="text/plain, text/markdown or application/pdf (source `file`)")
-    keys: list[str] = Field(description="A character book entry's trigger words")
-    chars: int
-    chunks: int
-    created_at: datetime
-
-
-class KnowledgeEntryDetail(KnowledgeEntryOut):
-    content: str
-
-
 class KnowledgePage(BaseModel):
     items: list[KnowledgeEntryOut]
     next_cursor: str | None
@@ -88,12 +67,6 @@ class KnowledgePage(BaseModel):
 class KnowledgeListQuery(Strict):
     limit: int = Field(default=20, ge=1, le=100)
     cursor: str | None = Field(default=None, max_length=512, description="next_cursor of the previous page")
-
-
-class _Keyset(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    created_at: datetime
-    id: UUID
 
 
 class ImportOut(BaseModel):
@@ -223,14 +196,14 @@ async def _read_part(part: BodyPartReader, limit: int, *, what: str) -> bytes:
 async def list_knowledge(request: web.Request, user: Principal, query: KnowledgeListQuery) -> dict[str, Any]:
     """Entries without their text. Someone else's public persona that is not remixable: 403 `forbidden`; a
     private one: 404."""
-    position = decode_cursor(query.cursor, _Keyset)
+    position = decode_cursor(query.cursor, Keyset)
     before = (position.created_at, position.id) if position is not None else None
     page = await request.app[KNOWLEDGE_SERVICE].list_entries(user, path_uuid(request), before=before, limit=query.limit)
     cursor = None
     if page.more:
         last = page.items[-1]
-        cursor = encode_cursor(_Keyset(created_at=last.created_at, id=last.id))
-    return {"items": [public_entry(e) for e in page.items], "next_cursor": cursor}
+        cursor = encode_cursor(Keyset(created_at=last.created_at, id=last.id))
+    return {"items": [KnowledgeEntryOut.model_validate(e) for e in page.items], "next_cursor": cursor}
 
 
 @api.route(
@@ -242,7 +215,7 @@ async def list_knowledge(request: web.Request, user: Principal, query: Knowledge
     errors=(400, 404, 413, 415, 422),
     body_content={"application/json": KnowledgeTextIn, "multipart/form-data": KnowledgeFileIn},
 )
-async def add_knowledge(request: web.Request, user: Principal) -> dict[str, Any]:
+async def add_knowledge(request: web.Request, user: Principal) -> KnowledgeEntryOut:
     """Two forms of request:
 
     - `application/json` `{"title": 1..200 chars, "content": 1..200000 chars}` → source `text`;
@@ -266,7 +239,7 @@ async def add_knowledge(request: web.Request, user: Principal) -> dict[str, Any]
         )
     else:
         raise UnsupportedMediaType("send application/json {title, content} or multipart/form-data with a `file`")
-    return public_entry(entry)
+    return KnowledgeEntryOut.model_validate(entry)
 
 
 @api.route(
@@ -276,10 +249,12 @@ async def add_knowledge(request: web.Request, user: Principal) -> dict[str, Any]
     response=KnowledgeEntryDetail,
     errors=(403, 404),
 )
-async def get_knowledge(request: web.Request, user: Principal) -> dict[str, Any]:
+async def get_knowledge(request: web.Request, user: Principal) -> KnowledgeEntryDetail:
     """Someone else's public persona that is not remixable: 403 `forbidden`; a private one: 404."""
     document = await request.app[KNOWLEDGE_SERVICE].get_entry(user, path_uuid(request), path_uuid(request, "entry_id"))
-    return {**public_entry(document.entry), "content": document.content}
+    return KnowledgeEntryDetail(
+        **KnowledgeEntryOut.model_validate(document.entry).model_dump(), content=document.content
+    )
 
 
 @api.route(
@@ -316,7 +291,7 @@ async def import_card(request: web.Request, user: Principal) -> dict[str, Any]:
     upload = await read_upload(request, limit=knowledge.upload_max_bytes)
     imported = await knowledge.import_card(user, upload.data)
     return {
-        "persona": public_persona(imported.persona, viewer_id=user.id),
+        "persona": PersonaOut.for_viewer(imported.persona, user.id),
         "knowledge_entries": imported.knowledge_entries,
         "truncated": imported.truncated,
     }

@@ -14,7 +14,7 @@ from aiohttp import web
 from core.errors import AppError, PayloadTooLarge, Unauthorized, Unavailable
 from handlers.api import CREDENTIALS_KEY, error_response
 from handlers.keys import METRICS
-from storage.db import CONNECTION_ERRORS
+from services.outages import DATABASE_DOWN
 
 log = structlog.get_logger("parlor.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -100,7 +100,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if err.status == 405 and "Allow" in err.headers:
             response.headers["Allow"] = err.headers["Allow"]
         return response
-    except CONNECTION_ERRORS as err:
+    except DATABASE_DOWN as err:
         # OSError covers both ends: the database's socket, and the client's (a write after it hung up
         # raises ConnectionResetError, as does a body read cut short). Only the first is a 503.
         if client_gone(request):

@@ -1,6 +1,6 @@
 """REST: /api/v1/personas — CRUD, clone, search, trending.
 
-Every persona leaves through storage.personas.public_persona with the caller as viewer: someone else's
+Every persona leaves through core.wire.PersonaOut.for_viewer with the caller as viewer: someone else's
 persona that is not remixable comes with its definition fields (`personality`) null.
 
 Cursors are opaque (handlers.api.encode_cursor). `GET /personas` pages by keyset on (created_at, id),
@@ -10,19 +10,17 @@ trending are ranked lists whose order moves as data changes; their cursor holds 
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
-from uuid import UUID
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
 
-from core.entities import Principal
-from handlers.api import Api, decode_cursor, encode_cursor, path_uuid
+from core.entities import Principal, ScoredPersona
+from core.pages import Keyset, Offset, Slice, decode_cursor, encode_cursor
+from core.wire import PersonaOut, ScoredPersonaOut
+from handlers.api import Api, path_uuid
 from handlers.keys import PERSONA_SERVICE
 from handlers.schemas import Patch, Strict
-from services.personas import Slice
-from storage.personas import ScoredPersona, public_persona
 
 api = Api("personas")
 P = "/api/v1/personas"
@@ -70,29 +68,6 @@ class PersonaPatch(Patch):
     remixable: Remixable | None = None
 
 
-HIDDEN = " Null when the caller may not read the definition: someone else's persona that is not remixable."
-
-
-class PersonaOut(BaseModel):
-    id: UUID
-    owner_id: UUID
-    name: str
-    description: str
-    personality: str | None = Field(description="The system prompt: who the persona is." + HIDDEN)
-    greeting: str
-    tags: list[str]
-    visibility: Visibility
-    remixable: Remixable
-    avatar_file_id: UUID | None
-    cloned_from: UUID | None
-    created_at: datetime
-    updated_at: datetime
-
-
-class ScoredPersonaOut(PersonaOut):
-    score: float = Field(description="Search rank, or trending score (0 for no recent activity)")
-
-
 class PersonaPage(BaseModel):
     items: list[PersonaOut]
     next_cursor: str | None
@@ -116,45 +91,34 @@ class TrendingQuery(ListQuery):
     pass
 
 
-class _Keyset(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    created_at: datetime
-    id: UUID
-
-
-class _Offset(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    offset: int = Field(ge=0)
-
-
 def _scored_page(user: Principal, page: Slice[ScoredPersona], offset: int) -> dict[str, Any]:
-    items = [{**public_persona(s.persona, viewer_id=user.id), "score": s.score} for s in page.items]
-    cursor = encode_cursor(_Offset(offset=offset + len(page.items))) if page.more else None
+    items = [ScoredPersonaOut.for_viewer_scored(s, user.id) for s in page.items]
+    cursor = encode_cursor(Offset(offset=offset + len(page.items))) if page.more else None
     return {"items": items, "next_cursor": cursor}
 
 
 def _offset(cursor: str | None) -> int:
-    position = decode_cursor(cursor, _Offset)
+    position = decode_cursor(cursor, Offset)
     return position.offset if position is not None else 0
 
 
 @api.route("GET", P, summary="My personas, newest first", query=ListQuery, response=PersonaPage)
 async def list_personas(request: web.Request, user: Principal, query: ListQuery) -> dict[str, Any]:
-    position = decode_cursor(query.cursor, _Keyset)
+    position = decode_cursor(query.cursor, Keyset)
     before = (position.created_at, position.id) if position is not None else None
     page = await request.app[PERSONA_SERVICE].list_own(user, before=before, limit=query.limit)
     cursor = None
     if page.more:
         last = page.items[-1]
-        cursor = encode_cursor(_Keyset(created_at=last.created_at, id=last.id))
-    return {"items": [public_persona(p, viewer_id=user.id) for p in page.items], "next_cursor": cursor}
+        cursor = encode_cursor(Keyset(created_at=last.created_at, id=last.id))
+    return {"items": [PersonaOut.for_viewer(p, user.id) for p in page.items], "next_cursor": cursor}
 
 
 @api.route("POST", P, summary="Create a persona", body=PersonaIn, response=PersonaOut, status=201, errors=(403,))
-async def create_persona(request: web.Request, user: Principal, body: PersonaIn) -> dict[str, Any]:
+async def create_persona(request: web.Request, user: Principal, body: PersonaIn) -> PersonaOut:
     """403 `plan_limit` when the user already has as many personas as their plan allows."""
     persona = await request.app[PERSONA_SERVICE].create(user, **body.model_dump())
-    return public_persona(persona, viewer_id=user.id)
+    return PersonaOut.for_viewer(persona, user.id)
 
 
 # Registered before /personas/{id}, which would otherwise capture "search" and "trending".
@@ -179,18 +143,18 @@ async def trending_personas(request: web.Request, user: Principal, query: Trendi
 
 
 @api.route("GET", f"{P}/{{id}}", summary="One persona (mine or public)", response=PersonaOut, errors=(404,))
-async def get_persona(request: web.Request, user: Principal) -> dict[str, Any]:
+async def get_persona(request: web.Request, user: Principal) -> PersonaOut:
     """Someone else's public persona comes with its definition (`personality`) null unless it is remixable."""
     persona = await request.app[PERSONA_SERVICE].get_readable(user, path_uuid(request))
-    return public_persona(persona, viewer_id=user.id)
+    return PersonaOut.for_viewer(persona, user.id)
 
 
 @api.route("PUT", f"{P}/{{id}}", summary="Change my persona", body=PersonaPatch, response=PersonaOut, errors=(404,))
-async def update_persona(request: web.Request, user: Principal, body: PersonaPatch) -> dict[str, Any]:
+async def update_persona(request: web.Request, user: Principal, body: PersonaPatch) -> PersonaOut:
     """Send all fields or only those to change."""
     persona_id = path_uuid(request)
     persona = await request.app[PERSONA_SERVICE].update(user, persona_id, **body.model_dump(exclude_unset=True))
-    return public_persona(persona, viewer_id=user.id)
+    return PersonaOut.for_viewer(persona, user.id)
 
 
 @api.route("DELETE", f"{P}/{{id}}", summary="Delete my persona", status=204, errors=(404,))
@@ -206,8 +170,8 @@ async def delete_persona(request: web.Request, user: Principal) -> None:
     status=201,
     errors=(403, 404),
 )
-async def clone_persona(request: web.Request, user: Principal) -> dict[str, Any]:
+async def clone_persona(request: web.Request, user: Principal) -> PersonaOut:
     """Copies the knowledge base too. Someone else's public persona that is not remixable: 403 `forbidden`.
     Counts against the plan's persona limit (403 `plan_limit`)."""
     persona = await request.app[PERSONA_SERVICE].clone(user, path_uuid(request))
-    return public_persona(persona, viewer_id=user.id)
+    return PersonaOut.for_viewer(persona, user.id)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
-from uuid import UUID
 from zoneinfo import available_timezones
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
+from core.wire import UserOut
 from handlers.openapi import MAX_LENGTH_SETTING
 
 
@@ -44,19 +43,6 @@ class Patch(Strict):
         if value is None:
             raise ValueError("may not be null; leave the field out to keep it")
         return value
-
-
-class UserOut(BaseModel):
-    id: UUID
-    email: str
-    display_name: str
-    role: str
-    plan: str
-    timezone: str
-    created_at: datetime
-    has_password: bool
-    firebase_linked: bool
-    banned: bool
 
 
 # A chat message's text. The bound here only stops absurd bodies early; the service refuses more than

@@ -10,15 +10,14 @@ from typing import Any, Literal
 from uuid import UUID
 
 from aiohttp import web
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from core.entities import Principal
-from core.validation import Bigint
+from core.pages import IdPosition, decode_cursor, encode_cursor
+from core.wire import LedgerEntryOut
 from handlers.api import Api
 from handlers.keys import BILLING_SETTINGS, CREDIT_SERVICE, QUOTA_SERVICE, USAGE_SERVICE
 from handlers.schemas import Strict
-from services.billing_config import public_pack
-from storage.credits import public_entry
 
 api = Api("usage")
 
@@ -92,21 +91,11 @@ class Balance(BaseModel):
 
 class LedgerQuery(Strict):
     limit: int = Field(default=50, ge=1, le=200)
-    cursor: Bigint | None = Field(default=None, description="next_cursor of the previous page")
-
-
-class LedgerRow(BaseModel):
-    id: int
-    delta: int
-    balance_after: int
-    reason: str
-    ref_type: str | None
-    ref_id: str | None
-    created_at: datetime
+    cursor: str | None = Field(default=None, max_length=512, description="next_cursor of the previous page")
 
 
 class LedgerPage(BaseModel):
-    items: list[LedgerRow]
+    items: list[LedgerEntryOut]
     next_cursor: str | None
 
 
@@ -175,12 +164,16 @@ async def balance(request: web.Request, user: Principal) -> dict[str, Any]:
     "GET", "/api/v1/credits/ledger", summary="My credit ledger, newest first", query=LedgerQuery, response=LedgerPage
 )
 async def ledger(request: web.Request, user: Principal, query: LedgerQuery) -> dict[str, Any]:
-    entries = await request.app[CREDIT_SERVICE].ledger(user.id, before_id=query.cursor, limit=query.limit)
-    cursor = str(entries[-1].id) if len(entries) == query.limit else None
-    return {"items": [public_entry(e) for e in entries], "next_cursor": cursor}
+    position = decode_cursor(query.cursor, IdPosition)
+    before_id = position.id if position is not None else None
+    entries = await request.app[CREDIT_SERVICE].ledger(user.id, before_id=before_id, limit=query.limit)
+    cursor = encode_cursor(IdPosition(id=entries[-1].id)) if len(entries) == query.limit else None
+    return {"items": [LedgerEntryOut.model_validate(e) for e in entries], "next_cursor": cursor}
 
 
 class Pack(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     name: str
     credits: int
     price_cents: int
@@ -194,4 +187,4 @@ class Packs(BaseModel):
 @api.route("GET", "/api/v1/credits/packs", summary="Credit packs for sale", response=Packs)
 async def packs(request: web.Request, user: Principal) -> dict[str, Any]:
     """Buy one with `POST /api/v1/credits/checkout {pack}` (Stripe Checkout)."""
-    return {"items": [public_pack(p) for p in request.app[BILLING_SETTINGS].credit_packs]}
+    return {"items": [Pack.model_validate(p) for p in request.app[BILLING_SETTINGS].credit_packs]}

@@ -8,35 +8,27 @@ from typing import Any, TypeVar
 
 import socketio
 import structlog
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from core.entities import Principal
 from core.errors import AppError, Code, Forbidden, Unauthorized, Unavailable, ValidationFailed
+from core.events import AckError, ErrorAck, OkAck
 from core.validation import parse
 from realtime.guard import SocketUsers
 from services.metrics import Metrics
-from storage.db import CONNECTION_ERRORS
+from services.outages import DATABASE_DOWN
 
 log = structlog.get_logger("parlor.socket")
 P = TypeVar("P", bound=BaseModel)
-EventFn = Callable[[str, Principal, Any], Awaitable[dict[str, Any] | None]]
-
-
-class Payload(BaseModel):
-    """Socket payloads: unknown fields refused, like REST bodies."""
-
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-
-def ok(**fields: Any) -> dict[str, Any]:
-    return {"ok": True, **fields}
+# An event's function answers its ack model (core.events.CLIENT_EVENTS names which), None for a bare ok.
+EventFn = Callable[[str, Principal, Any], Awaitable[OkAck | None]]
+_OK = OkAck().model_dump(mode="json")
 
 
 def failed(code: str, message: str, details: Any = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if details is not None:
-        error["details"] = details
-    return {"ok": False, "error": error}
+    return ErrorAck(error=AckError(code=code, message=message, details=details)).model_dump(
+        mode="json", exclude_none=True
+    )
 
 
 def parse_payload(model: type[P], data: Any) -> P:
@@ -70,14 +62,14 @@ class EventRegistry:
             structlog.contextvars.bind_contextvars(user_id=str(user.id), socket_event=name)
             payload = parse_payload(model, data)
             result = await fn(sid, user, payload)
-            return ok(**(result or {}))
+            return result.model_dump(mode="json") if result is not None else dict(_OK)
         except AppError as err:
             outcome = err.code
             if isinstance(err, (Unauthorized, Forbidden)) and err.code in (Code.SESSION_ENDED, Code.BANNED):
                 # The session ended on another node: close this socket too.
                 await self._sio.disconnect(sid)
             return failed(err.code, err.message, err.details if isinstance(err, ValidationFailed) else None)
-        except CONNECTION_ERRORS as err:  # as REST answers 503: PostgreSQL (or its network) is down
+        except DATABASE_DOWN as err:  # as REST answers 503: PostgreSQL (or its network) is down
             outcome = Unavailable.code
             log.warning("socket event failed: database unavailable", socket_event=name, error=type(err).__name__)
             return failed(Unavailable.code, "the database is unavailable, try again shortly")

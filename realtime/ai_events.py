@@ -4,21 +4,20 @@ the stream buffer, then follow it live, each chunk once and in order)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 from uuid import UUID
 
 import socketio
 import structlog
 
 from core.entities import Principal
-from core.events import SERVER_EVENTS, AiChunkEvent, AiErrorEvent, ResumeIn, StopIn, chat_room
+from core.errors import StreamGone
+from core.events import SERVER_EVENTS, AiChunkEvent, AiErrorEvent, ResumeAck, ResumeIn, StopAck, StopIn, chat_room
 from core.tasks import TaskSet
 from realtime.acks import EventRegistry
 from realtime.emitter import SocketEvents
 from realtime.guard import SocketUsers
 from realtime.server import ResumeAwareManager
 from services.replies import ReplyService
-from services.stream_buffer import StreamGone
 
 log = structlog.get_logger("parlor.socket")
 LIVE_GRACE_SECONDS = 30.0
@@ -30,9 +29,9 @@ def register(sio: socketio.AsyncServer, events: EventRegistry, *, replies: Reply
     replays = TaskSet()
 
     @events.on("ai:stop", StopIn)
-    async def stop(sid: str, user: Principal, payload: StopIn) -> dict[str, Any]:
+    async def stop(sid: str, user: Principal, payload: StopIn) -> StopAck:
         await replies.stop(user, str(payload.stream_id))
-        return {"stream_id": str(payload.stream_id)}
+        return StopAck(stream_id=payload.stream_id)
 
     async def replay(sid: str, stream_id: str, from_index: int) -> None:
         stream_uuid = UUID(stream_id)
@@ -65,7 +64,7 @@ def register(sio: socketio.AsyncServer, events: EventRegistry, *, replies: Reply
                 manager.resuming.pop(stream_id, None)
 
     @events.on("ai:resume", ResumeIn)
-    async def resume(sid: str, user: Principal, payload: ResumeIn) -> dict[str, Any]:
+    async def resume(sid: str, user: Principal, payload: ResumeIn) -> ResumeAck:
         stream_id = str(payload.stream_id)
         info = await replies.live_stream(user, stream_id)  # stream_gone once it has ended
         # Order matters: stop live delivery to this socket before it can join the room, then replay.
@@ -73,4 +72,4 @@ def register(sio: socketio.AsyncServer, events: EventRegistry, *, replies: Reply
         await sio.enter_room(sid, chat_room(info.session_id))
         (await users.joined(sid)).add(info.session_id)
         replays.spawn(replay(sid, stream_id, payload.from_index))
-        return {"stream_id": stream_id, "session_id": info.session_id, "from_index": payload.from_index}
+        return ResumeAck(stream_id=payload.stream_id, session_id=UUID(info.session_id), from_index=payload.from_index)

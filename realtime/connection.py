@@ -3,7 +3,8 @@ Presence (online/offline across a user's sockets) is announced to the user's own
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
+from uuid import UUID
 
 import socketio
 import structlog
@@ -13,12 +14,20 @@ from core.events import PresenceEvent, user_room
 from realtime.acks import failed
 from realtime.emitter import SocketEvents
 from realtime.guard import SocketUsers
-from realtime.presence import Presence
 from services.auth import AuthService
 from services.metrics import Metrics
-from storage.db import CONNECTION_ERRORS
+from services.outages import DATABASE_DOWN
 
 log = structlog.get_logger("parlor.socket")
+
+
+class Presence(Protocol):
+    """What connect and disconnect need of the presence counts (storage/presence.py keeps them, on every
+    node): each returns how many sockets the user has afterwards."""
+
+    async def add(self, user_id: UUID, sid: str) -> int: ...
+
+    async def remove(self, user_id: UUID, sid: str) -> int: ...
 
 
 def register(
@@ -39,7 +48,7 @@ def register(
         except AppError as err:
             # The client reads err.message and err.data.code (e.g. token_expired → refresh and retry).
             raise socketio.exceptions.ConnectionRefusedError(err.message, {"code": err.code}) from err
-        except CONNECTION_ERRORS as err:  # PostgreSQL unreachable: a reason, not a silent hang
+        except DATABASE_DOWN as err:  # PostgreSQL unreachable: a reason, not a silent hang
             raise socketio.exceptions.ConnectionRefusedError(
                 "the database is unavailable, try again shortly", {"code": "unavailable"}
             ) from err

@@ -31,7 +31,6 @@ from handlers.keys import (
     CREDIT_SERVICE,
     DB_DSN,
     KNOWLEDGE_SERVICE,
-    LIMITER,
     METRICS,
     PERSONA_SERVICE,
     PLANS,
@@ -52,31 +51,31 @@ from realtime import connection as socket_connection
 from realtime.acks import EventRegistry
 from realtime.emitter import SocketEvents
 from realtime.guard import SocketUsers
-from realtime.presence import Presence
 from realtime.server import create_sio
 from server.billing_wiring import billing_context
 from server.config import Settings
 from server.embedded import load_or_create_secret, start_embedded_postgres
-from server.keys import CONFIG
+from server.keys import CONFIG, LIMITER
 from server.providers import create_provider
 from services.admin import AdminService
 from services.ai_tools import AITools
 from services.auth import AuthService
 from services.chat import ChatService
-from services.control_bus import ControlBus
 from services.credits import CreditService
 from services.knowledge import KnowledgeService
 from services.metrics import Metrics
 from services.personas import PersonaService
 from services.plans import PlanLimits, Plans
 from services.quota import QuotaService
-from services.ratelimit import RateLimiter
 from services.replies import ReplyService, ReplySettings
 from services.revoked_sessions import RevokedSessions
-from services.stream_buffer import FallbackStreamBuffer, MemoryStreamBuffer, RedisStreamBuffer, StreamBuffer
 from services.tokens import TokenSigner
 from services.usage import UsageService
+from storage.control_bus import ControlBus
 from storage.db import create_pool, migrate
+from storage.presence import Presence
+from storage.ratelimit import RateLimiter
+from storage.stream_buffer import FallbackStreamBuffer, MemoryStreamBuffer, RedisStreamBuffer, StreamBuffer
 
 log = structlog.get_logger("parlor")
 HANDLER_MODULES = (

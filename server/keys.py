@@ -1,9 +1,12 @@
-"""Keys only the composition root uses: the whole configuration (layers below get plain settings)."""
+"""Keys only the composition root uses: the whole configuration (layers below get plain settings) and the
+rate limiter the services it builds share."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from server.config import Settings
+from storage.ratelimit import RateLimiter
 
 CONFIG = web.AppKey("config", Settings)
+LIMITER = web.AppKey("limiter", RateLimiter)

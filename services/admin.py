@@ -72,7 +72,7 @@ class AdminService:
         return user.principal()
 
     async def search_users(
-        self, actor: Principal, *, query: str | None, before: datetime | None, limit: int
+        self, actor: Principal, *, query: str | None, before: tuple[datetime, UUID] | None, limit: int
     ) -> list[Principal]:
         self.require_admin(actor)
         async with self._pool.acquire() as conn:

@@ -21,9 +21,9 @@ from core.errors import AppError, Conflict, Forbidden, Unauthorized, Unavailable
 from core.events import Events
 from providers.firebase_auth import FirebaseIdentity, FirebaseVerifier
 from services import roles
-from services.ratelimit import RateLimiter, per_hour, per_minute
 from services.revoked_sessions import RevokedSessions
 from services.tokens import AccessClaims, TokenSigner, hash_refresh_token, new_refresh_token
+from storage.ratelimit import RateLimiter, per_hour, per_minute
 from storage.refresh_tokens import RefreshTokenRow, RefreshTokenStore
 from storage.users import UserRow, UserStore
 

@@ -19,15 +19,15 @@ from uuid import UUID
 import asyncpg
 import structlog
 
-from core.entities import Principal
+from core.entities import Invoice, Principal, Subscription
 from core.errors import Conflict, NotFound, Unavailable, ValidationFailed
 from providers.stripe_billing import HostedSession, StripeBilling, StripeEvent
 from services.billing_config import PAID_PLANS, PERIODS, BillingSettings, Period
 from services.credits import CreditService
 from services.plans import Plans
 from services.subscriptions import EPOCH, PlanChange, SubscriptionOwnedByOther, SubscriptionService, SubscriptionState
-from storage.billing import BillingEventStore, InvoiceRow, InvoiceStore, StripeCustomerStore
-from storage.subscriptions import ENTITLED, SubscriptionRow, SubscriptionStore
+from storage.billing import BillingEventStore, InvoiceStore, StripeCustomerStore
+from storage.subscriptions import ENTITLED, SubscriptionStore
 
 log = structlog.get_logger(__name__)
 PROVIDER = "stripe"
@@ -275,7 +275,7 @@ class BillingService:
             idempotency_key=f"parlor:portal:{user.id}:{_window_key()}",
         )
 
-    async def cancel(self, user: Principal) -> SubscriptionRow:
+    async def cancel(self, user: Principal) -> Subscription:
         """Cancel the user's Stripe subscription at the end of the paid period (it stays entitled until
         then; Stripe's `customer.subscription.deleted` ends it)."""
         stripe = self._require_stripe()
@@ -299,7 +299,7 @@ class BillingService:
         assert row is not None
         return row
 
-    async def invoices(self, user_id: UUID, *, before: tuple[datetime, str] | None, limit: int) -> list[InvoiceRow]:
+    async def invoices(self, user_id: UUID, *, before: tuple[datetime, str] | None, limit: int) -> list[Invoice]:
         async with self._pool.acquire() as conn:
             return await self._invoices.page(conn, user_id, before=before, limit=limit)
 

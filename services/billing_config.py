@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
@@ -33,10 +33,6 @@ class PremiumPrice:
     amount_cents: int
     currency: str
     stripe_price: str | None  # a Stripe Price id to use instead of an inline price
-
-
-def public_pack(pack: CreditPack) -> dict[str, Any]:
-    return {"name": pack.name, "credits": pack.credits, "price_cents": pack.price_cents, "currency": pack.currency}
 
 
 def parse_credit_packs(spec: str, currency: str) -> list[CreditPack]:

@@ -12,15 +12,15 @@ from uuid import UUID
 import asyncpg
 import structlog
 
-from core.entities import Principal
+from core.entities import ChatSession, Message, Principal
 from core.errors import NotFound, RateLimited, ValidationFailed
 from core.events import ChatDeletedEvent, Events, MessageNewEvent, chat_room, user_room
-from core.wire import MessageWire
+from core.wire import MessageOut
 from services.message_writer import MessageWriter, Outcome
 from services.quota import QuotaService
-from services.ratelimit import RateLimiter
-from storage.chat import ChatStore, MessageRow, SessionRow
+from storage.chat import ChatStore
 from storage.personas import PersonaStore
+from storage.ratelimit import RateLimiter
 
 log = structlog.get_logger(__name__)
 SYNC_PAGE = 500
@@ -28,13 +28,13 @@ SYNC_PAGE = 500
 
 @dataclass(frozen=True)
 class SendResult:
-    message: MessageRow
+    message: Message
     created: bool  # False: this client_id was already stored, nothing new happened
 
 
 @dataclass(frozen=True)
 class SyncResult:
-    messages: list[MessageRow]
+    messages: list[Message]
     has_more: bool
     last_seq: int
 
@@ -44,7 +44,7 @@ class _NotInserted(Exception):
 
 
 # Called after a user message is committed; the AI reply service plugs in here.
-UserMessageHook = Callable[[Principal, MessageRow], Awaitable[None]]
+UserMessageHook = Callable[[Principal, Message], Awaitable[None]]
 
 
 class ChatService:
@@ -74,7 +74,7 @@ class ChatService:
 
     # --- sessions ------------------------------------------------------------------------------
 
-    async def create_session(self, user: Principal, *, persona_id: UUID, title: str | None) -> SessionRow:
+    async def create_session(self, user: Principal, *, persona_id: UUID, title: str | None) -> ChatSession:
         async with self._pool.acquire() as conn, conn.transaction():
             session = await self._store.create_session(conn, user_id=user.id, persona_id=persona_id, title=title)
             if session is None:
@@ -82,7 +82,7 @@ class ChatService:
             await self._personas.record_activity(conn, persona_id, chats=1)
         return session
 
-    async def get_session(self, user: Principal, session_id: UUID) -> SessionRow:
+    async def get_session(self, user: Principal, session_id: UUID) -> ChatSession:
         async with self._pool.acquire() as conn:
             session = await self._store.owned_session(conn, session_id=session_id, user_id=user.id)
         if session is None:
@@ -91,13 +91,13 @@ class ChatService:
 
     async def list_sessions(
         self, user: Principal, *, after: tuple[bool, datetime, UUID] | None, limit: int
-    ) -> list[SessionRow]:
+    ) -> list[ChatSession]:
         async with self._pool.acquire() as conn:
             return await self._store.list_sessions(conn, user_id=user.id, after=after, limit=limit)
 
     async def update_session(
         self, user: Principal, session_id: UUID, *, title: str | None, pinned: bool | None
-    ) -> SessionRow:
+    ) -> ChatSession:
         async with self._pool.acquire() as conn:
             session = await self._store.update_session(
                 conn, session_id=session_id, user_id=user.id, title=title, pinned=pinned
@@ -203,16 +203,16 @@ class ChatService:
             raise NotFound("chat session not found")
         return SendResult(stored, created=False)
 
-    async def publish(self, user_id: UUID, message: MessageRow) -> None:
+    async def publish(self, user_id: UUID, message: Message) -> None:
         """`message:new` once to each of the user's sockets and each socket watching the session."""
         await self._events.to_rooms(
             [user_room(user_id), chat_room(message.session_id)],
-            MessageNewEvent(message=MessageWire.model_validate(message)),
+            MessageNewEvent(message=MessageOut.model_validate(message)),
         )
 
     async def history(
         self, user: Principal, session_id: UUID, *, after_seq: int | None, before_seq: int | None, limit: int
-    ) -> list[MessageRow]:
+    ) -> list[Message]:
         async with self._pool.acquire() as conn:
             await self._require_owned(conn, user, session_id)
             if before_seq is not None:
@@ -231,12 +231,12 @@ class ChatService:
 
     async def _stored_duplicate(
         self, conn: asyncpg.Connection, user: Principal, session_id: UUID, client_id: UUID
-    ) -> MessageRow | None:
+    ) -> Message | None:
         """The message already stored under this client_id (NotFound if the session is not the user's)."""
         await self._require_owned(conn, user, session_id)
         return await self._store.message_by_client_id(conn, session_id=session_id, client_id=client_id)
 
-    async def _require_owned(self, conn: asyncpg.Connection, user: Principal, session_id: UUID) -> SessionRow:
+    async def _require_owned(self, conn: asyncpg.Connection, user: Principal, session_id: UUID) -> ChatSession:
         session = await self._store.owned_session(conn, session_id=session_id, user_id=user.id)
         if session is None:
             raise NotFound("chat session not found")

@@ -8,11 +8,11 @@ from uuid import UUID
 
 import asyncpg
 
-from core.entities import Principal
+from core.entities import LedgerEntry, Principal
 from core.errors import AppError, Forbidden, NotFound
 from core.events import CreditsEvent, Events
 from storage.audit import AuditStore
-from storage.credits import CreditStore, InsufficientCredits, LedgerEntry
+from storage.credits import CreditStore, InsufficientCredits
 from storage.users import UserStore
 
 

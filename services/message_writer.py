@@ -22,8 +22,9 @@ from uuid import UUID
 import asyncpg
 import structlog
 
+from core.entities import Message
 from core.tasks import TaskSet
-from storage.chat import ChatStore, MessageRow, NewUserMessage
+from storage.chat import ChatStore, NewUserMessage
 
 log = structlog.get_logger(__name__)
 MAX_BATCH = 256
@@ -44,7 +45,7 @@ class _Pending:
     session_id: UUID
     client_id: UUID
     content: str
-    future: asyncio.Future[MessageRow | Outcome] = field(repr=False)
+    future: asyncio.Future[Message | Outcome] = field(repr=False)
 
 
 class MessageWriter:
@@ -67,9 +68,9 @@ class MessageWriter:
         self._busy: set[UUID] = set()  # sessions of the batches in flight
         self.batches = 0  # statements so far (the tests read it)
 
-    async def write(self, *, user_id: UUID, session_id: UUID, client_id: UUID, content: str) -> MessageRow | Outcome:
+    async def write(self, *, user_id: UUID, session_id: UUID, client_id: UUID, content: str) -> Message | Outcome:
         """The committed message, or what to do instead. Waits for the batch it joins to commit."""
-        future: asyncio.Future[MessageRow | Outcome] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Message | Outcome] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(user_id, session_id, client_id, content, future))
         if self._writer is None:
             # One task forms batches: sends that arrive while batches run form the next ones.
@@ -126,11 +127,11 @@ class MessageWriter:
             self._busy -= sessions
         _settle(batch, outcomes)
 
-    async def _commit(self, batch: list[_Pending]) -> list[MessageRow | Outcome]:
+    async def _commit(self, batch: list[_Pending]) -> list[Message | Outcome]:
         rows = [NewUserMessage(p.session_id, p.user_id, p.client_id, p.content) for p in batch]
         async with self._pool.acquire() as conn:
             stored, persona = await self._store.group_send(conn, rows)
-        outcomes: list[MessageRow | Outcome] = [Outcome.NOT_INSERTED] * len(batch)
+        outcomes: list[Message | Outcome] = [Outcome.NOT_INSERTED] * len(batch)
         first: dict[tuple[UUID, UUID], int] = {}
         for i, p in enumerate(batch):
             key = (p.session_id, p.client_id)
@@ -143,7 +144,7 @@ class MessageWriter:
         return outcomes
 
 
-def _settle(batch: list[_Pending], outcomes: list[MessageRow | Outcome]) -> None:
+def _settle(batch: list[_Pending], outcomes: list[Message | Outcome]) -> None:
     for pending, outcome in zip(batch, outcomes, strict=True):
         if not pending.future.done():
             pending.future.set_result(outcome)

@@ -4,41 +4,33 @@ Authorization lives here: a persona is readable by its owner and, when public, b
 owner changes or deletes it. Anything else is "not found", so a private persona's existence never leaks.
 A public persona's definition (personality, knowledge base) stays the owner's unless the owner makes it
 `remixable`: others may chat with it, but reading its definition, exporting and cloning it are 403
-`forbidden` (storage.personas.public_persona nulls the definition fields for them).
+`forbidden` (core.wire.PersonaOut.for_viewer nulls the definition fields for them).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import TypeVar
 from uuid import UUID
 
 import asyncpg
 import structlog
 
-from core.entities import Principal
+from core.entities import Persona, Principal, ScoredPersona
 from core.errors import Forbidden, NotFound, Unauthorized
 from core.events import Events
+from core.pages import Slice
 from services.plans import Plans
 from storage.knowledge import KnowledgeStore
-from storage.personas import PersonaRow, PersonaStore, ScoredPersona
+from storage.personas import PersonaStore
 from storage.users import UserStore
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Slice(Generic[T]):
-    """One page of a list; `more` says whether another page follows."""
-
-    items: list[T]
-    more: bool
-
-
-def definition_readable(persona: PersonaRow, user: Principal) -> PersonaRow:
+def definition_readable(persona: Persona, user: Principal) -> Persona:
     """`persona` (which `user` may read) if its definition is theirs to read too; 403 `forbidden` otherwise."""
     if not persona.definition_readable_by(user.id):
         raise Forbidden("this persona's definition is its owner's: chat with it, but it cannot be read or copied")
@@ -82,7 +74,7 @@ class PersonaService:
 
     # --- reads ---------------------------------------------------------------------------------
 
-    async def get_readable(self, user: Principal, persona_id: UUID) -> PersonaRow:
+    async def get_readable(self, user: Principal, persona_id: UUID) -> Persona:
         """The persona if `user` owns it or it is public; NotFound otherwise."""
         async with self._pool.acquire() as conn:
             persona = await self._personas.get(conn, persona_id)
@@ -90,11 +82,11 @@ class PersonaService:
             raise NotFound("persona not found")
         return persona
 
-    async def get_definition(self, user: Principal, persona_id: UUID) -> PersonaRow:
+    async def get_definition(self, user: Principal, persona_id: UUID) -> Persona:
         """The persona if `user` may read its definition (see `definition_readable`)."""
         return definition_readable(await self.get_readable(user, persona_id), user)
 
-    async def list_own(self, user: Principal, *, before: tuple[datetime, UUID] | None, limit: int) -> Slice[PersonaRow]:
+    async def list_own(self, user: Principal, *, before: tuple[datetime, UUID] | None, limit: int) -> Slice[Persona]:
         """The user's personas, newest first; `before` is the (created_at, id) of the previous page's last."""
         async with self._pool.acquire() as conn:
             rows = await self._personas.list_owned(conn, user.id, before=before, limit=limit + 1)
@@ -125,7 +117,7 @@ class PersonaService:
         tags: Sequence[str] = (),
         visibility: str = "private",
         remixable: bool = False,
-    ) -> PersonaRow:
+    ) -> Persona:
         async with self._pool.acquire() as conn, conn.transaction():
             persona = await self.create_in(
                 conn,
@@ -153,7 +145,7 @@ class PersonaService:
         tags: Sequence[str] = (),
         visibility: str = "private",
         remixable: bool = False,
-    ) -> PersonaRow:
+    ) -> Persona:
         """`create` inside the caller's transaction, for callers that store more with the new persona
         (Character Card import adds its knowledge): the plan check and the insert commit or roll back with
         the rest."""
@@ -182,7 +174,7 @@ class PersonaService:
         tags: Sequence[str] | None = None,
         visibility: str | None = None,
         remixable: bool | None = None,
-    ) -> PersonaRow:
+    ) -> Persona:
         """Changes the fields given (None leaves a field as it is). Owner only."""
         async with self._pool.acquire() as conn:
             persona = await self._personas.update(
@@ -209,7 +201,7 @@ class PersonaService:
             raise NotFound("persona not found")
         log.info("persona deleted", persona_id=str(persona_id))
 
-    async def clone(self, user: Principal, persona_id: UUID) -> PersonaRow:
+    async def clone(self, user: Principal, persona_id: UUID) -> Persona:
         """A private, not remixable copy of a persona whose definition the user may read (their own, or a
         public remixable one), with its knowledge base, owned by the user; counts against the plan."""
         async with self._pool.acquire() as conn, conn.transaction():

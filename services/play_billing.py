@@ -16,12 +16,12 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import structlog
 
-from core.entities import Principal
+from core.entities import Principal, Subscription
 from core.errors import AppError, Conflict, Unavailable, ValidationFailed
 from providers.google_play import GooglePlay, PlaySubscription, PlayTokenInvalid
 from services.billing_config import BillingSettings
 from services.subscriptions import PlanChange, SubscriptionOwnedByOther, SubscriptionService, SubscriptionState
-from storage.subscriptions import ENTITLED, SubscriptionRow, SubscriptionStore
+from storage.subscriptions import ENTITLED, SubscriptionStore
 
 log = structlog.get_logger(__name__)
 PROVIDER = "google_play"
@@ -110,7 +110,7 @@ class PlayBillingService:
             )
         return self._play
 
-    async def verify(self, user: Principal, *, product_id: str, purchase_token: str) -> SubscriptionRow:
+    async def verify(self, user: Principal, *, product_id: str, purchase_token: str) -> Subscription:
         play = self._require_play()
         period = self._settings.play_products.get(product_id)
         if period is None:
@@ -173,7 +173,7 @@ class PlayBillingService:
         )
         return await self._subscriptions.apply_in(conn, user.id, state)
 
-    async def refresh(self, row: SubscriptionRow, now: datetime) -> SubscriptionState | None:
+    async def refresh(self, row: Subscription, now: datetime) -> SubscriptionState | None:
         """For the scheduler: the purchase as Google sees it now, or None when Google cannot be asked
         (then the stored dates decide)."""
         if self._play is None:

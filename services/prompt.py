@@ -6,9 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+from core.entities import Message, Persona
 from providers.ai.base import Prompt, Turn
-from storage.chat import MessageRow
-from storage.personas import PersonaRow
 
 
 def estimate_tokens(text: str) -> int:
@@ -16,7 +15,7 @@ def estimate_tokens(text: str) -> int:
     return len(text) // 4 + 1
 
 
-def system_instruction(persona: PersonaRow | None, knowledge: Sequence[str], *, budget_tokens: int) -> str:
+def system_instruction(persona: Persona | None, knowledge: Sequence[str], *, budget_tokens: int) -> str:
     if persona is None:
         return "You are a helpful, friendly assistant."
     parts = [f"You are {persona.name}. Stay in character and answer as {persona.name} would."]
@@ -39,11 +38,11 @@ def system_instruction(persona: PersonaRow | None, knowledge: Sequence[str], *, 
     return "\n\n".join(parts)
 
 
-def conversation(history: Sequence[MessageRow], *, budget_tokens: int) -> list[Turn]:
+def conversation(history: Sequence[Message], *, budget_tokens: int) -> list[Turn]:
     """Newest messages first until the budget is spent, then back in order. Consecutive messages of one
     role merge into one turn (several user messages answered by one reply), and the conversation
     starts with the user, as chat APIs expect."""
-    picked: list[MessageRow] = []
+    picked: list[Message] = []
     used = 0
     for message in reversed(history):
         if message.role == "assistant" and (message.status == "failed" or not message.content):
@@ -66,8 +65,8 @@ def conversation(history: Sequence[MessageRow], *, budget_tokens: int) -> list[T
 
 
 def build_prompt(
-    persona: PersonaRow | None,
-    history: Sequence[MessageRow],
+    persona: Persona | None,
+    history: Sequence[Message],
     knowledge: Sequence[str],
     *,
     context_tokens: int,

@@ -23,8 +23,8 @@ import asyncpg
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from core.entities import Principal
-from core.errors import AppError, Conflict, NotFound
+from core.entities import Message, Principal
+from core.errors import AppError, Conflict, NotFound, StreamGone
 from core.events import (
     AiChunkEvent,
     AiDoneEvent,
@@ -32,19 +32,20 @@ from core.events import (
     AiErrorEvent,
     AiStartEvent,
     Events,
+    StreamInFlight,
     chat_room,
     user_room,
 )
 from core.tasks import TaskSet
-from core.wire import MessageWire, TokenUsage
+from core.wire import MessageOut, TokenUsage
 from providers.ai.base import AIProvider, Piece, Prompt, ProviderError
-from services.control_bus import ControlBus
 from services.knowledge import KnowledgeService
 from services.prompt import build_prompt
 from services.quota import QuotaService
-from services.stream_buffer import StreamBuffer, StreamGone, StreamInfo
-from storage.chat import ChatStore, MessageRow
+from storage.chat import ChatStore
+from storage.control_bus import ControlBus
 from storage.personas import PersonaStore
+from storage.stream_buffer import StreamBuffer, StreamInfo
 from storage.users import UserStore
 
 log = structlog.get_logger(__name__)
@@ -135,7 +136,7 @@ class ReplyService:
 
     # --- starting replies ----------------------------------------------------------------------
 
-    async def on_user_message(self, user: Principal, message: MessageRow) -> None:
+    async def on_user_message(self, user: Principal, message: Message) -> None:
         """ChatService hook: answer in the background so the send's ack is not held up. While a reply of
         this session runs on this node there is nothing to do: it kicks again when it ends (and its
         kick, under the session lock, sees this already-committed message)."""
@@ -149,7 +150,7 @@ class ReplyService:
         except Exception:
             log.exception("could not start a reply", session_id=str(session_id))
 
-    async def kick(self, session_id: UUID, *, newer_than: int = 0) -> MessageRow | None:
+    async def kick(self, session_id: UUID, *, newer_than: int = 0) -> Message | None:
         """Start a reply for the session's unanswered messages unless one is running; returns the claimed
         streaming row (this node then runs it) or None. With `newer_than`, only if some unanswered
         message came after that seq (after a failed reply: no automatic retry of the same turn)."""
@@ -195,9 +196,7 @@ class ReplyService:
 
     # --- running a reply -----------------------------------------------------------------------
 
-    async def _prompt(
-        self, reply: MessageRow, user_id: UUID, persona_id: UUID | None, pending: list[MessageRow]
-    ) -> Prompt:
+    async def _prompt(self, reply: Message, user_id: UUID, persona_id: UUID | None, pending: list[Message]) -> Prompt:
         async with self._pool.acquire() as conn:
             user = await self._users.get(conn, user_id)
             persona = await self._personas.get(conn, persona_id) if persona_id else None
@@ -263,7 +262,7 @@ class ReplyService:
             queue.put_nowait(ProviderError("provider_error", f"AI provider failed: {type(err).__name__}"))
 
     async def _run(
-        self, reply: MessageRow, user_id: UUID, persona_id: UUID | None, pending: list[MessageRow], live: _Live
+        self, reply: Message, user_id: UUID, persona_id: UUID | None, pending: list[Message], live: _Live
     ) -> None:
         stream_id = str(reply.id)
         rooms = [user_room(user_id), chat_room(reply.session_id)]
@@ -286,7 +285,7 @@ class ReplyService:
                     stream_id=reply.id,
                     session_id=reply.session_id,
                     reply_to=reply.reply_to,
-                    message=MessageWire.model_validate(reply),
+                    message=MessageOut.model_validate(reply),
                 ),
             )
             prompt = await self._prompt(reply, user_id, persona_id, pending)
@@ -367,7 +366,7 @@ class ReplyService:
 
     async def _finish(
         self,
-        reply: MessageRow,
+        reply: Message,
         rooms: list[str],
         texts: list[str],
         usage: dict[str, Any] | None,
@@ -393,7 +392,7 @@ class ReplyService:
             return
         done = AiDoneEvent(
             stream_id=reply.id,
-            message=MessageWire.model_validate(stored),
+            message=MessageOut.model_validate(stored),
             usage=None if usage is None else TokenUsage(**usage),
         )
         await self._buffer.finish(stream_id, done.name, done.model_dump(mode="json"))
@@ -437,7 +436,7 @@ class ReplyService:
         for orphan in orphans:
             await self.end_orphan(orphan)
 
-    async def end_orphan(self, reply_id: UUID) -> MessageRow | None:
+    async def end_orphan(self, reply_id: UUID) -> Message | None:
         """End a reply whose owner's lease expired: `stopped` with the text its stream buffer holds, or
         `failed` (and refunded) when nothing was buffered; announce it; answer the messages that waited.
         Only one process wins the row; for the others this is a no-op."""
@@ -462,7 +461,7 @@ class ReplyService:
                 stream_id=reply_id, code="reply_lost", message="the server running this reply stopped; send again"
             )
         else:
-            event = AiDoneEvent(stream_id=reply_id, message=MessageWire.model_validate(ended), usage=None)
+            event = AiDoneEvent(stream_id=reply_id, message=MessageOut.model_validate(ended), usage=None)
         await self._buffer.finish(stream_id, event.name, event.model_dump(mode="json"))
         await self._events.to_rooms(rooms, event)
         log.warning("orphaned reply ended", stream_id=stream_id, status=ended.status, chars=len(text))
@@ -507,7 +506,7 @@ class ReplyService:
                 return info
         raise StreamEnded("the stream has ended; read the reply with sync")
 
-    async def live_streams(self, session_id: UUID) -> list[dict[str, Any]]:
+    async def live_streams(self, session_id: UUID) -> list[StreamInFlight]:
         """Streams in flight for `sync`: those the stream buffer holds whose lease is alive (a dead
         owner's reply is not listed: it is ended, and its end announced, by whoever finds it first)."""
         buffered = await self._buffer.live(str(session_id))
@@ -516,12 +515,17 @@ class ReplyService:
         async with self._pool.acquire() as conn:
             alive = {str(i) for i in await self._chat.live_replies(conn, session_id)}
         return [
-            {"stream_id": i.stream_id, "session_id": i.session_id, "reply_to": i.reply_to, "next_index": n}
+            StreamInFlight(
+                stream_id=UUID(i.stream_id),
+                session_id=UUID(i.session_id),
+                reply_to=UUID(i.reply_to) if i.reply_to else None,
+                next_index=n,
+            )
             for i, n in buffered
             if i.stream_id in alive
         ]
 
-    async def reply_for(self, user: Principal, session_id: UUID, seq: int, *, wait_seconds: float) -> MessageRow:
+    async def reply_for(self, user: Principal, session_id: UUID, seq: int, *, wait_seconds: float) -> Message:
         """The reply that answers the user's message `seq`, once it has started (REST `generate` and
         `stream`). Waits on this process's own signal when the reply before it runs here, or on the
         stream buffer's end when it runs elsewhere: one database read per reply, never polling."""
@@ -563,7 +567,7 @@ class ReplyService:
         except StreamGone:  # not in the shared buffer (a Redis outage): wait a little, then look again
             await self._changed_here(session_id, 1.0)
 
-    async def message(self, message_id: UUID) -> MessageRow | None:
+    async def message(self, message_id: UUID) -> Message | None:
         async with self._pool.acquire() as conn:
             return await self._chat.message(conn, message_id)
 

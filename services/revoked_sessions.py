@@ -6,8 +6,9 @@ module keeps the recent revocations where a request can check them cheaply:
 
 - a local table on every node: what this node revoked, what it saw in Redis, and what was revoked in
   the last access-token lifetime when the node started (so a restart forgets nothing);
-- with Redis, one key per revoked session that expires with the last access token it could cover:
-  every node checks it (one EXISTS) when its local table does not already know the session.
+- with Redis, one key per revoked session that expires with the last access token it could cover
+  (storage/revocations.py): every node checks it (one TTL) when its local table does not already know
+  the session.
 
 Redis unreachable: revocations are still written to the database and the local table, queued for
 Redis until it answers again, and checks fall back to one indexed query until Redis is back (a
@@ -25,6 +26,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from storage.refresh_tokens import RefreshTokenStore
+from storage.revocations import RevocationKeys
 
 log = structlog.get_logger(__name__)
 
@@ -40,8 +42,7 @@ LOCAL_MAX = 100_000
 class RevokedSessions:
     def __init__(self, *, pool: asyncpg.Pool, redis: Redis | None, prefix: str, access_ttl_seconds: int) -> None:
         self._pool = pool
-        self._redis = redis
-        self._prefix = f"{prefix}:revoked-session:"
+        self._keys = RevocationKeys(redis, prefix=prefix) if redis is not None else None
         self._keep = access_ttl_seconds + CLOCK_SLACK_SECONDS
         self._tokens = RefreshTokenStore()
         self._local: dict[UUID, float] = {}  # session id -> wall-clock time after which no token is valid
@@ -63,7 +64,7 @@ class RevokedSessions:
         for session_id in session_ids:
             self._remember(session_id, until)
             self._unpublished[session_id] = until
-        if self._redis is not None and time.monotonic() >= self._redis_retry_at:
+        if self._keys is not None and time.monotonic() >= self._redis_retry_at:
             try:
                 await self._publish()
             except (RedisError, OSError, TimeoutError) as err:
@@ -76,7 +77,7 @@ class RevokedSessions:
             if until > now:
                 return True
             del self._local[session_id]
-        if self._redis is None:
+        if self._keys is None:
             return False  # single node: every revocation went through this table
         if time.monotonic() < self._redis_retry_at:
             return await self._in_database(session_id)
@@ -84,24 +85,21 @@ class RevokedSessions:
             async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
                 if self._unpublished:
                     await self._publish()
-                ttl = int(await self._redis.ttl(self._prefix + str(session_id)))
+                left = await self._keys.seconds_left(session_id)
         except (RedisError, OSError, TimeoutError) as err:
             self._redis_failed(err)
             return await self._in_database(session_id)
-        if ttl == -2:  # no such key
+        if left is None:
             return False
-        self._remember(session_id, now + (ttl if ttl > 0 else self._keep))
+        self._remember(session_id, now + (left or self._keep))
         return True
 
     async def _publish(self) -> None:
-        assert self._redis is not None
+        assert self._keys is not None
         pending = dict(self._unpublished)
         now = time.time()
-        async with asyncio.timeout(REDIS_TIMEOUT_SECONDS), self._redis.pipeline(transaction=False) as pipe:
-            for session_id, until in pending.items():
-                if until > now:
-                    pipe.set(self._prefix + str(session_id), b"1", ex=max(1, int(until - now)))
-            await pipe.execute()
+        async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+            await self._keys.put({session_id: int(until - now) for session_id, until in pending.items() if until > now})
         for session_id in pending:
             self._unpublished.pop(session_id, None)
 

@@ -14,11 +14,12 @@ from uuid import UUID
 import asyncpg
 import structlog
 
+from core.entities import Subscription
 from core.errors import AppError, NotFound
 from core.events import Events, PlanEvent
 from services.billing_config import BillingSettings
 from services.credits import CreditService
-from storage.subscriptions import ENTITLED, SubscriptionRow, SubscriptionStore
+from storage.subscriptions import ENTITLED, SubscriptionStore
 from storage.users import UserStore
 
 log = structlog.get_logger(__name__)
@@ -47,7 +48,7 @@ class PlanChange:
     user_id: UUID
     before: str
     after: str
-    subscription: SubscriptionRow | None  # None: the state was older than the one stored
+    subscription: Subscription | None  # None: the state was older than the one stored
 
     @property
     def changed(self) -> bool:
@@ -57,7 +58,7 @@ class PlanChange:
 @dataclass(frozen=True)
 class SubscriptionStatus:
     plan: str
-    subscriptions: list[SubscriptionRow]  # the entitled ones
+    subscriptions: list[Subscription]  # the entitled ones
     credits: int
 
 
@@ -67,10 +68,10 @@ class SubscriptionOwnedByOther(Exception):
 
 # Re-reads a due subscription from its provider: the fresh state, or None when the provider cannot
 # tell (unreachable, not configured), in which case the stored dates decide.
-Refresher = Callable[[SubscriptionRow, datetime], Awaitable[SubscriptionState | None]]
+Refresher = Callable[[Subscription, datetime], Awaitable[SubscriptionState | None]]
 
 
-def lapsed_state(row: SubscriptionRow, now: datetime, grace: timedelta) -> SubscriptionState:
+def lapsed_state(row: Subscription, now: datetime, grace: timedelta) -> SubscriptionState:
     """What an entitled subscription becomes when its time ran out and no renewal was seen. Google Play
     subscriptions that were meant to renew get the grace period (in_grace until period end + grace),
     then expire; the others (Stripe safety net, admin grants, cancelled ones) expire at once."""
@@ -191,7 +192,7 @@ class SubscriptionService:
         entitled = [s for s in subscriptions if s.status in ENTITLED]
         return SubscriptionStatus(plan=user.plan, subscriptions=entitled, credits=await self._credits.balance(user_id))
 
-    async def history(self, user_id: UUID) -> list[SubscriptionRow]:
+    async def history(self, user_id: UUID) -> list[Subscription]:
         """Every subscription of the user, all providers, newest first."""
         async with self._pool.acquire() as conn:
             return await self._store.for_user(conn, user_id)
@@ -223,7 +224,7 @@ class SubscriptionService:
                 counts[key] += 1
         return counts
 
-    async def _apply_due(self, row: SubscriptionRow, state: SubscriptionState) -> PlanChange | None:
+    async def _apply_due(self, row: Subscription, state: SubscriptionState) -> PlanChange | None:
         async with self._pool.acquire() as conn, conn.transaction():
             if await self._store.lock_user_plan(conn, row.user_id) is None:
                 return None

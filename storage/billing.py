@@ -3,14 +3,12 @@ link between a user and their Stripe customer (users.stripe_customer_id)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-from core.timefmt import iso
+from core.entities import Invoice
 
 RECORD_EVENT = """
 INSERT INTO billing_events (provider, event_id, type) VALUES ($1, $2, $3)
@@ -52,19 +50,6 @@ SELECT {_INVOICE_COLUMNS} FROM invoices
 WHERE user_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
 ORDER BY created_at DESC, id DESC LIMIT $4
 """
-
-
-@dataclass(frozen=True)
-class InvoiceRow:
-    id: str
-    user_id: UUID
-    subscription_id: str | None
-    amount_cents: int
-    currency: str
-    status: str
-    hosted_url: str | None
-    period_end: datetime | None
-    created_at: datetime
 
 
 class BillingEventStore:
@@ -115,7 +100,7 @@ class InvoiceStore:
         period_end: datetime | None,
         created_at: datetime,
         state_at: datetime,
-    ) -> InvoiceRow | None:
+    ) -> Invoice | None:
         """None when a newer state is already stored (or the invoice belongs to someone else)."""
         record = await conn.fetchrow(
             UPSERT_INVOICE,
@@ -130,27 +115,14 @@ class InvoiceStore:
             created_at,
             state_at,
         )
-        return InvoiceRow(**dict(record)) if record else None
+        return Invoice(**dict(record)) if record else None
 
     async def page(
         self, conn: asyncpg.Connection, user_id: UUID, *, before: tuple[datetime, str] | None, limit: int
-    ) -> list[InvoiceRow]:
+    ) -> list[Invoice]:
         created, invoice_id = before if before is not None else (None, None)
         records = await conn.fetch(INVOICE_PAGE, user_id, created, invoice_id, limit)
-        return [InvoiceRow(**dict(r)) for r in records]
-
-
-def public_invoice(invoice: InvoiceRow) -> dict[str, Any]:
-    return {
-        "id": invoice.id,
-        "provider_subscription_id": invoice.subscription_id,
-        "amount_cents": invoice.amount_cents,
-        "currency": invoice.currency,
-        "status": invoice.status,
-        "hosted_url": invoice.hosted_url,
-        "period_end": iso(invoice.period_end) if invoice.period_end else None,
-        "created_at": iso(invoice.created_at),
-    }
+        return [Invoice(**dict(r)) for r in records]
 
 
 def _count(status: str) -> int:

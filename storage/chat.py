@@ -10,7 +10,7 @@ from uuid import UUID
 
 import asyncpg
 
-from core.timefmt import iso
+from core.entities import ChatSession, Message
 
 _SESSION_COLUMNS = "id, user_id, persona_id, title, pinned, last_seq, created_at, updated_at"
 _MESSAGE_COLUMNS = "id, session_id, seq, role, content, status, client_id, reply_to, usage, attachments, created_at"
@@ -155,33 +155,6 @@ WHERE session_id = $1 AND role = 'assistant' AND seq > $2 ORDER BY seq LIMIT 1
 
 
 @dataclass(frozen=True)
-class SessionRow:
-    id: UUID
-    user_id: UUID
-    persona_id: UUID | None
-    title: str
-    pinned: bool
-    last_seq: int
-    created_at: datetime
-    updated_at: datetime
-
-
-@dataclass(frozen=True)
-class MessageRow:
-    id: UUID
-    session_id: UUID
-    seq: int
-    role: str
-    content: str
-    status: str
-    client_id: UUID | None
-    reply_to: UUID | None
-    usage: dict[str, Any] | None
-    attachments: list[Any]
-    created_at: datetime
-
-
-@dataclass(frozen=True)
 class NewUserMessage:
     session_id: UUID
     user_id: UUID
@@ -203,22 +176,22 @@ class ReplyLease:
         return self.status == "streaming" and self.expired is False
 
 
-def _session(record: asyncpg.Record | None) -> SessionRow | None:
-    return SessionRow(**dict(record)) if record is not None else None
+def _session(record: asyncpg.Record | None) -> ChatSession | None:
+    return ChatSession(**dict(record)) if record is not None else None
 
 
-def _message(record: asyncpg.Record | None) -> MessageRow | None:
-    return MessageRow(**dict(record)) if record is not None else None
+def _message(record: asyncpg.Record | None) -> Message | None:
+    return Message(**dict(record)) if record is not None else None
 
 
 class ChatStore:
     async def create_session(
         self, conn: asyncpg.Connection, *, user_id: UUID, persona_id: UUID, title: str | None
-    ) -> SessionRow | None:
+    ) -> ChatSession | None:
         """None when the persona does not exist or is someone else's private persona."""
         return _session(await conn.fetchrow(INSERT_SESSION, user_id, persona_id, title))
 
-    async def owned_session(self, conn: asyncpg.Connection, *, session_id: UUID, user_id: UUID) -> SessionRow | None:
+    async def owned_session(self, conn: asyncpg.Connection, *, session_id: UUID, user_id: UUID) -> ChatSession | None:
         return _session(await conn.fetchrow(OWNED_SESSION, session_id, user_id))
 
     async def list_sessions(
@@ -228,14 +201,14 @@ class ChatStore:
         user_id: UUID,
         after: tuple[bool, datetime, UUID] | None,
         limit: int,
-    ) -> list[SessionRow]:
+    ) -> list[ChatSession]:
         pinned, updated, last_id = after if after else (None, None, None)
         rows = await conn.fetch(LIST_SESSIONS, user_id, pinned, updated, last_id, limit)
-        return [SessionRow(**dict(r)) for r in rows]
+        return [ChatSession(**dict(r)) for r in rows]
 
     async def update_session(
         self, conn: asyncpg.Connection, *, session_id: UUID, user_id: UUID, title: str | None, pinned: bool | None
-    ) -> SessionRow | None:
+    ) -> ChatSession | None:
         return _session(await conn.fetchrow(UPDATE_SESSION, session_id, user_id, title, pinned))
 
     async def delete_session(self, conn: asyncpg.Connection, *, session_id: UUID, user_id: UUID) -> bool:
@@ -250,7 +223,7 @@ class ChatStore:
         client_id: UUID,
         content: str,
         attachments: list[Any] | None,
-    ) -> tuple[MessageRow, UUID | None] | None:
+    ) -> tuple[Message, UUID | None] | None:
         """(message, the session's persona) or None when the client_id is stored or the session is not
         the user's. A concurrent duplicate raises UniqueViolationError (the caller rolls back)."""
         record = await conn.fetchrow(INSERT_USER_MESSAGE, session_id, user_id, client_id, content, attachments or [])
@@ -258,11 +231,11 @@ class ChatStore:
             return None
         fields = dict(record)
         persona_id = fields.pop("persona_id")
-        return MessageRow(**fields), persona_id
+        return Message(**fields), persona_id
 
     async def group_send(
         self, conn: asyncpg.Connection, rows: list[NewUserMessage]
-    ) -> tuple[list[MessageRow], set[tuple[UUID, UUID]]]:
+    ) -> tuple[list[Message], set[tuple[UUID, UUID]]]:
         """Store a batch of plain user messages (GROUP_SEND): the stored messages, and the (session_id,
         client_id) pairs that went to a persona session instead (not stored)."""
         records = await conn.fetch(
@@ -275,7 +248,7 @@ class ChatStore:
         content: dict[tuple[UUID, UUID], str] = {}
         for r in rows:
             content.setdefault((r.session_id, r.client_id), r.content)  # the first of a batch is stored
-        stored: list[MessageRow] = []
+        stored: list[Message] = []
         persona: set[tuple[UUID, UUID]] = set()
         for record in records:
             key = (record["session_id"], record["client_id"])
@@ -283,7 +256,7 @@ class ChatStore:
                 persona.add(key)
                 continue
             stored.append(
-                MessageRow(
+                Message(
                     id=record["id"],
                     session_id=key[0],
                     seq=record["seq"],
@@ -301,7 +274,7 @@ class ChatStore:
 
     async def message_by_client_id(
         self, conn: asyncpg.Connection, *, session_id: UUID, client_id: UUID
-    ) -> MessageRow | None:
+    ) -> Message | None:
         return _message(await conn.fetchrow(MESSAGE_BY_CLIENT_ID, session_id, client_id))
 
     async def insert_message(
@@ -317,21 +290,21 @@ class ChatStore:
         reply_to: UUID | None = None,
         usage: dict[str, Any] | None = None,
         attachments: list[Any] | None = None,
-    ) -> MessageRow:
+    ) -> Message:
         record = await conn.fetchrow(
             INSERT_MESSAGE, session_id, seq, role, content, status, client_id, reply_to, usage, attachments or []
         )
-        return MessageRow(**dict(record))
+        return Message(**dict(record))
 
     async def messages_after(
         self, conn: asyncpg.Connection, *, session_id: UUID, after_seq: int, limit: int
-    ) -> list[MessageRow]:
-        return [MessageRow(**dict(r)) for r in await conn.fetch(MESSAGES_AFTER, session_id, after_seq, limit)]
+    ) -> list[Message]:
+        return [Message(**dict(r)) for r in await conn.fetch(MESSAGES_AFTER, session_id, after_seq, limit)]
 
     async def messages_before(
         self, conn: asyncpg.Connection, *, session_id: UUID, before_seq: int, limit: int
-    ) -> list[MessageRow]:
-        return [MessageRow(**dict(r)) for r in await conn.fetch(MESSAGES_BEFORE, session_id, before_seq, limit)]
+    ) -> list[Message]:
+        return [Message(**dict(r)) for r in await conn.fetch(MESSAGES_BEFORE, session_id, before_seq, limit)]
 
     # --- AI replies ---
 
@@ -357,7 +330,7 @@ class ChatStore:
 
     async def end_orphan(
         self, conn: asyncpg.Connection, message_id: UUID, *, content: str, status: str
-    ) -> MessageRow | None:
+    ) -> Message | None:
         return _message(await conn.fetchrow(END_ORPHAN, message_id, content, status))
 
     async def reply_owner(self, conn: asyncpg.Connection, message_id: UUID) -> ReplyLease | None:
@@ -367,49 +340,19 @@ class ChatStore:
     async def live_replies(self, conn: asyncpg.Connection, session_id: UUID) -> set[UUID]:
         return {r["id"] for r in await conn.fetch(LIVE_REPLIES, session_id)}
 
-    async def unanswered(self, conn: asyncpg.Connection, session_id: UUID) -> list[MessageRow]:
-        return [MessageRow(**dict(r)) for r in await conn.fetch(UNANSWERED, session_id)]
+    async def unanswered(self, conn: asyncpg.Connection, session_id: UUID) -> list[Message]:
+        return [Message(**dict(r)) for r in await conn.fetch(UNANSWERED, session_id)]
 
-    async def recent(
-        self, conn: asyncpg.Connection, session_id: UUID, *, before_seq: int, limit: int
-    ) -> list[MessageRow]:
-        return [MessageRow(**dict(r)) for r in await conn.fetch(MESSAGES_BEFORE, session_id, before_seq, limit)]
+    async def recent(self, conn: asyncpg.Connection, session_id: UUID, *, before_seq: int, limit: int) -> list[Message]:
+        return [Message(**dict(r)) for r in await conn.fetch(MESSAGES_BEFORE, session_id, before_seq, limit)]
 
     async def finish_reply(
         self, conn: asyncpg.Connection, message_id: UUID, *, content: str, status: str, usage: dict[str, Any] | None
-    ) -> MessageRow | None:
+    ) -> Message | None:
         return _message(await conn.fetchrow(FINISH_REPLY, message_id, content, status, usage))
 
-    async def message(self, conn: asyncpg.Connection, message_id: UUID) -> MessageRow | None:
+    async def message(self, conn: asyncpg.Connection, message_id: UUID) -> Message | None:
         return _message(await conn.fetchrow(MESSAGE_BY_ID, message_id))
 
-    async def first_reply_after(self, conn: asyncpg.Connection, session_id: UUID, seq: int) -> MessageRow | None:
+    async def first_reply_after(self, conn: asyncpg.Connection, session_id: UUID, seq: int) -> Message | None:
         return _message(await conn.fetchrow(FIRST_REPLY_AFTER, session_id, seq))
-
-
-def public_session(session: SessionRow) -> dict[str, Any]:
-    return {
-        "id": str(session.id),
-        "persona_id": str(session.persona_id) if session.persona_id else None,
-        "title": session.title,
-        "pinned": session.pinned,
-        "last_seq": session.last_seq,
-        "created_at": iso(session.created_at),
-        "updated_at": iso(session.updated_at),
-    }
-
-
-def public_message(message: MessageRow) -> dict[str, Any]:
-    return {
-        "id": str(message.id),
-        "session_id": str(message.session_id),
-        "seq": message.seq,
-        "role": message.role,
-        "content": message.content,
-        "status": message.status,
-        "client_id": str(message.client_id) if message.client_id else None,
-        "reply_to": str(message.reply_to) if message.reply_to else None,
-        "usage": message.usage,
-        "attachments": message.attachments,
-        "created_at": iso(message.created_at),
-    }

@@ -3,14 +3,11 @@ conditional UPDATE plus one ledger row with a per-user idempotency key, in the c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-from core.timefmt import iso
+from core.entities import LedgerEntry
 
 # Spending only succeeds while the balance covers it: the check and the write are one statement.
 APPLY = """
@@ -31,18 +28,6 @@ SELECT id, delta, balance_after, reason, idempotency_key, ref_type, ref_id, crea
 WHERE user_id = $1 AND ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $3
 """
 LEDGER_SUM = "SELECT COALESCE(sum(delta), 0) FROM credit_ledger WHERE user_id = $1"
-
-
-@dataclass(frozen=True)
-class LedgerEntry:
-    id: int
-    delta: int
-    balance_after: int
-    reason: str
-    idempotency_key: str
-    ref_type: str | None
-    ref_id: str | None
-    created_at: datetime
 
 
 class InsufficientCredits(Exception):
@@ -84,15 +69,3 @@ class CreditStore:
 
     async def ledger_sum(self, conn: asyncpg.Connection, user_id: UUID) -> int:
         return int(await conn.fetchval(LEDGER_SUM, user_id))
-
-
-def public_entry(entry: LedgerEntry) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "delta": entry.delta,
-        "balance_after": entry.balance_after,
-        "reason": entry.reason,
-        "ref_type": entry.ref_type,
-        "ref_id": entry.ref_id,
-        "created_at": iso(entry.created_at),
-    }

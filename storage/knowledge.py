@@ -6,12 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-from core.timefmt import iso
+from core.entities import KnowledgeDocument, KnowledgeEntry
 
 _COLUMNS = "id, persona_id, title, source, filename, content_type, keys, chars, chunks, created_at"
 
@@ -80,43 +79,19 @@ LIMIT $3
 
 
 @dataclass(frozen=True)
-class KnowledgeEntryRow:
-    """An entry without its text (what lists show)."""
-
-    id: UUID
-    persona_id: UUID
-    title: str
-    source: str
-    filename: str | None
-    content_type: str | None
-    keys: list[str]
-    chars: int
-    chunks: int
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class KnowledgeDocument:
-    """An entry with its whole text."""
-
-    entry: KnowledgeEntryRow
-    content: str
-
-
-@dataclass(frozen=True)
 class ChunkMatch:
     content: str
     rank: float
 
 
-def _entry(record: asyncpg.Record | None) -> KnowledgeEntryRow | None:
-    return KnowledgeEntryRow(**dict(record)) if record is not None else None
+def _entry(record: asyncpg.Record | None) -> KnowledgeEntry | None:
+    return KnowledgeEntry(**dict(record)) if record is not None else None
 
 
 def _document(record: asyncpg.Record) -> KnowledgeDocument:
     fields = dict(record)
     content = fields.pop("content")
-    return KnowledgeDocument(KnowledgeEntryRow(**fields), content)
+    return KnowledgeDocument(KnowledgeEntry(**fields), content)
 
 
 class KnowledgeStore:
@@ -140,7 +115,7 @@ class KnowledgeStore:
         filename: str | None = None,
         content_type: str | None = None,
         keys: Sequence[str] = (),
-    ) -> KnowledgeEntryRow:
+    ) -> KnowledgeEntry:
         """The entry and its chunks; call inside a transaction so they are stored together."""
         record = await conn.fetchrow(
             INSERT_ENTRY,
@@ -161,11 +136,11 @@ class KnowledgeStore:
 
     async def list_entries(
         self, conn: asyncpg.Connection, persona_id: UUID, *, before: tuple[datetime, UUID] | None, limit: int
-    ) -> list[KnowledgeEntryRow]:
+    ) -> list[KnowledgeEntry]:
         """Newest first; `before` is the (created_at, id) of the last row of the previous page."""
         created_at, entry_id = before if before is not None else (None, None)
         records = await conn.fetch(LIST_ENTRIES, persona_id, created_at, entry_id, limit)
-        return [KnowledgeEntryRow(**dict(r)) for r in records]
+        return [KnowledgeEntry(**dict(r)) for r in records]
 
     async def get(self, conn: asyncpg.Connection, entry_id: UUID, *, persona_id: UUID) -> KnowledgeDocument | None:
         record = await conn.fetchrow(ENTRY, entry_id, persona_id)
@@ -191,19 +166,3 @@ class KnowledgeStore:
         """The persona's chunks matching any of `words`, best ranked first."""
         records = await conn.fetch(RELEVANT, persona_id, list(words), limit)
         return [ChunkMatch(r["content"], float(r["rank"])) for r in records]
-
-
-def public_entry(entry: KnowledgeEntryRow) -> dict[str, Any]:
-    """A knowledge entry as the API shows it (without its text)."""
-    return {
-        "id": str(entry.id),
-        "persona_id": str(entry.persona_id),
-        "title": entry.title,
-        "source": entry.source,
-        "filename": entry.filename,
-        "content_type": entry.content_type,
-        "keys": list(entry.keys),
-        "chars": entry.chars,
-        "chunks": entry.chunks,
-        "created_at": iso(entry.created_at),
-    }

@@ -3,14 +3,12 @@ caller owns the transaction)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-from core.timefmt import iso
+from core.entities import Persona, ScoredPersona
 
 _COLUMNS = (
     "id, owner_id, name, description, personality, greeting, tags, visibility, remixable, avatar_file_id,"
@@ -92,51 +90,14 @@ SET chats = persona_activity.chats + EXCLUDED.chats, messages = persona_activity
 """
 
 
-@dataclass(frozen=True)
-class PersonaRow:
-    id: UUID
-    owner_id: UUID
-    name: str
-    description: str
-    personality: str
-    greeting: str
-    tags: list[str]
-    visibility: str
-    remixable: bool
-    avatar_file_id: UUID | None
-    cloned_from: UUID | None
-    created_at: datetime
-    updated_at: datetime
-
-    @property
-    def is_public(self) -> bool:
-        return self.visibility == "public"
-
-    def readable_by(self, user_id: UUID) -> bool:
-        """May see the persona (name, description, greeting, tags, avatar) and chat with it."""
-        return self.owner_id == user_id or self.is_public
-
-    def definition_readable_by(self, user_id: UUID) -> bool:
-        """May also see its definition (DEFINITION_FIELDS and the knowledge base), export and clone it."""
-        return self.owner_id == user_id or (self.is_public and self.remixable)
-
-
-@dataclass(frozen=True)
-class ScoredPersona:
-    """A persona with its search rank or trending score."""
-
-    persona: PersonaRow
-    score: float
-
-
-def _row(record: asyncpg.Record | None) -> PersonaRow | None:
-    return PersonaRow(**dict(record)) if record is not None else None
+def _row(record: asyncpg.Record | None) -> Persona | None:
+    return Persona(**dict(record)) if record is not None else None
 
 
 def _scored(record: asyncpg.Record) -> ScoredPersona:
     fields = dict(record)
     score = float(fields.pop("score"))
-    return ScoredPersona(PersonaRow(**fields), score)
+    return ScoredPersona(Persona(**fields), score)
 
 
 class PersonaStore:
@@ -154,7 +115,7 @@ class PersonaStore:
         remixable: bool = False,
         avatar_file_id: UUID | None = None,
         cloned_from: UUID | None = None,
-    ) -> PersonaRow:
+    ) -> Persona:
         record = await conn.fetchrow(
             INSERT,
             owner_id,
@@ -172,7 +133,7 @@ class PersonaStore:
         assert row is not None
         return row
 
-    async def get(self, conn: asyncpg.Connection, persona_id: UUID) -> PersonaRow | None:
+    async def get(self, conn: asyncpg.Connection, persona_id: UUID) -> Persona | None:
         return _row(await conn.fetchrow(BY_ID, persona_id))
 
     async def count_owned(self, conn: asyncpg.Connection, owner_id: UUID) -> int:
@@ -180,10 +141,10 @@ class PersonaStore:
 
     async def list_owned(
         self, conn: asyncpg.Connection, owner_id: UUID, *, before: tuple[datetime, UUID] | None, limit: int
-    ) -> list[PersonaRow]:
+    ) -> list[Persona]:
         """Newest first; `before` is the (created_at, id) of the last row of the previous page."""
         created_at, persona_id = before if before is not None else (None, None)
-        return [PersonaRow(**dict(r)) for r in await conn.fetch(LIST_OWNED, owner_id, created_at, persona_id, limit)]
+        return [Persona(**dict(r)) for r in await conn.fetch(LIST_OWNED, owner_id, created_at, persona_id, limit)]
 
     async def update(
         self,
@@ -198,7 +159,7 @@ class PersonaStore:
         tags: list[str] | None = None,
         visibility: str | None = None,
         remixable: bool | None = None,
-    ) -> PersonaRow | None:
+    ) -> Persona | None:
         """None (leave as is) for a field not given; returns None unless `owner_id` owns the persona."""
         return _row(
             await conn.fetchrow(
@@ -222,32 +183,3 @@ class PersonaStore:
     ) -> None:
         """Adds to the persona's activity for today (trending reads these rows)."""
         await conn.execute(RECORD_ACTIVITY, persona_id, chats, messages)
-
-
-# The persona's definition: what makes it answer as it does. Only those who may read it see these
-# fields (PersonaRow.definition_readable_by); everyone else gets them as null. A new definition field
-# belongs here.
-DEFINITION_FIELDS = ("personality",)
-
-
-def public_persona(persona: PersonaRow, *, viewer_id: UUID) -> dict[str, Any]:
-    """The persona shape of SPEC Appendix C as `viewer_id` may see it: every path that returns a persona
-    goes through here, so the definition never reaches someone who may not read it."""
-    shape: dict[str, Any] = {
-        "id": str(persona.id),
-        "owner_id": str(persona.owner_id),
-        "name": persona.name,
-        "description": persona.description,
-        "personality": persona.personality,
-        "greeting": persona.greeting,
-        "tags": list(persona.tags),
-        "visibility": persona.visibility,
-        "remixable": persona.remixable,
-        "avatar_file_id": str(persona.avatar_file_id) if persona.avatar_file_id else None,
-        "cloned_from": str(persona.cloned_from) if persona.cloned_from else None,
-        "created_at": iso(persona.created_at),
-        "updated_at": iso(persona.updated_at),
-    }
-    if not persona.definition_readable_by(viewer_id):
-        shape.update(dict.fromkeys(DEFINITION_FIELDS))
-    return shape

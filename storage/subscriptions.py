@@ -3,14 +3,12 @@ from them. The plan is never set directly: change a subscription, then `recomput
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-from core.timefmt import iso
+from core.entities import Subscription
 
 _COLUMNS = (
     "id, user_id, provider, external_id, plan, period, status, current_period_end, grace_until,"
@@ -56,23 +54,6 @@ RETURNING plan
 """
 
 
-@dataclass(frozen=True)
-class SubscriptionRow:
-    id: UUID
-    user_id: UUID
-    provider: str
-    external_id: str
-    plan: str
-    period: str
-    status: str
-    current_period_end: datetime | None
-    grace_until: datetime | None
-    cancel_at_period_end: bool
-    state_at: datetime
-    created_at: datetime
-    updated_at: datetime
-
-
 class SubscriptionStore:
     async def upsert(
         self,
@@ -88,7 +69,7 @@ class SubscriptionStore:
         grace_until: datetime | None,
         cancel_at_period_end: bool,
         state_at: datetime,
-    ) -> SubscriptionRow | None:
+    ) -> Subscription | None:
         """None when a newer state is already stored (the event was older)."""
         record = await conn.fetchrow(
             UPSERT,
@@ -103,18 +84,18 @@ class SubscriptionStore:
             cancel_at_period_end,
             state_at,
         )
-        return SubscriptionRow(**dict(record)) if record else None
+        return Subscription(**dict(record)) if record else None
 
-    async def by_external(self, conn: asyncpg.Connection, provider: str, external_id: str) -> SubscriptionRow | None:
+    async def by_external(self, conn: asyncpg.Connection, provider: str, external_id: str) -> Subscription | None:
         record = await conn.fetchrow(BY_EXTERNAL, provider, external_id)
-        return SubscriptionRow(**dict(record)) if record else None
+        return Subscription(**dict(record)) if record else None
 
-    async def for_user(self, conn: asyncpg.Connection, user_id: UUID) -> list[SubscriptionRow]:
-        return [SubscriptionRow(**dict(r)) for r in await conn.fetch(FOR_USER, user_id)]
+    async def for_user(self, conn: asyncpg.Connection, user_id: UUID) -> list[Subscription]:
+        return [Subscription(**dict(r)) for r in await conn.fetch(FOR_USER, user_id)]
 
-    async def lock(self, conn: asyncpg.Connection, subscription_id: UUID) -> SubscriptionRow | None:
+    async def lock(self, conn: asyncpg.Connection, subscription_id: UUID) -> Subscription | None:
         record = await conn.fetchrow(BY_ID_FOR_UPDATE, subscription_id)
-        return SubscriptionRow(**dict(record)) if record else None
+        return Subscription(**dict(record)) if record else None
 
     async def lock_user_plan(self, conn: asyncpg.Connection, user_id: UUID) -> str | None:
         """The user's plan, with the user row locked until the transaction ends; None for no such user."""
@@ -123,25 +104,11 @@ class SubscriptionStore:
 
     async def due(
         self, conn: asyncpg.Connection, *, now: datetime, stripe_before: datetime, limit: int
-    ) -> list[SubscriptionRow]:
+    ) -> list[Subscription]:
         """Entitled subscriptions whose period (or grace) ended before `now` (`stripe_before` for Stripe)."""
         records = await conn.fetch(DUE, list(ENTITLED), now, stripe_before, limit)
-        return [SubscriptionRow(**dict(r)) for r in records]
+        return [Subscription(**dict(r)) for r in records]
 
     async def recompute_plan(self, conn: asyncpg.Connection, user_id: UUID) -> str:
         """Set the user's plan from their entitled subscriptions ('free' without one); returns it."""
         return str(await conn.fetchval(RECOMPUTE_PLAN, user_id, list(ENTITLED)))
-
-
-def public_subscription(sub: SubscriptionRow) -> dict[str, Any]:
-    return {
-        "id": str(sub.id),
-        "provider": sub.provider,
-        "plan": sub.plan,
-        "period": sub.period,
-        "status": sub.status,
-        "current_period_end": iso(sub.current_period_end) if sub.current_period_end else None,
-        "grace_until": iso(sub.grace_until) if sub.grace_until else None,
-        "cancel_at_period_end": sub.cancel_at_period_end,
-        "created_at": iso(sub.created_at),
-    }

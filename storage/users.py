@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 import asyncpg
 
 from core.entities import Principal
-from core.timefmt import iso
 
 _COLUMNS = (
     "id, email, password_hash, display_name, role, plan, timezone, firebase_uid,"
@@ -50,8 +48,8 @@ WHERE id = $1 RETURNING {_COLUMNS}
 SEARCH = f"""
 SELECT {_COLUMNS} FROM users
 WHERE ($1::text IS NULL OR email ILIKE '%' || $1 || '%' OR display_name ILIKE '%' || $1 || '%')
-  AND ($2::timestamptz IS NULL OR created_at < $2)
-ORDER BY created_at DESC LIMIT $3
+  AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
+ORDER BY created_at DESC, id DESC LIMIT $4
 """
 
 
@@ -145,22 +143,8 @@ class UserStore:
         return _row(await conn.fetchrow(SET_BAN, user_id, banned, reason))
 
     async def search(
-        self, conn: asyncpg.Connection, *, query: str | None, before: datetime | None, limit: int
+        self, conn: asyncpg.Connection, *, query: str | None, before: tuple[datetime, UUID] | None, limit: int
     ) -> list[UserRow]:
-        return [UserRow(**dict(r)) for r in await conn.fetch(SEARCH, query, before, limit)]
-
-
-def public_user(user: Principal) -> dict[str, Any]:
-    """The user shape of SPEC Appendix C."""
-    return {
-        "id": str(user.id),
-        "email": user.email,
-        "display_name": user.display_name,
-        "role": user.role,
-        "plan": user.plan,
-        "timezone": user.timezone,
-        "created_at": iso(user.created_at),
-        "has_password": user.has_password,
-        "firebase_linked": user.firebase_linked,
-        "banned": user.banned,
-    }
+        """Newest first, after the keyset `before` (created_at, id) when given."""
+        at, last_id = before if before is not None else (None, None)
+        return [UserRow(**dict(r)) for r in await conn.fetch(SEARCH, query, at, last_id, limit)]

@@ -6,6 +6,7 @@ import json
 import uuid
 from typing import Any
 
+import asyncpg
 import socketio
 from aiohttp.test_utils import TestClient
 from pydantic import ValidationError
@@ -49,6 +50,17 @@ async def register(client: TestClient, email: str | None = None, password: str =
     resp = await client.post("/api/v1/auth/register", json={"email": email or unique_email(), "password": password})
     assert resp.status == 201, await resp.text()
     return dict(await resp.json())
+
+
+async def make_admin(client: TestClient, database_url: str) -> dict[str, Any]:
+    """A registered user made an admin the way an operator does it: in the database."""
+    user = await register(client)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("UPDATE users SET role = 'admin' WHERE id = $1", uuid.UUID(user["user"]["id"]))
+    finally:
+        await conn.close()
+    return user
 
 
 def bearer(session: dict[str, Any]) -> dict[str, str]:

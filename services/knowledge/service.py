@@ -18,14 +18,14 @@ from uuid import UUID
 import asyncpg
 import structlog
 
-from core.entities import Principal
+from core.entities import KnowledgeDocument, KnowledgeEntry, Persona, Principal
 from core.errors import NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from core.pages import Slice
 from services import character_cards as cards
 from services.knowledge.chunking import Prepared, clean_text, prepare, query_words
 from services.knowledge.extraction import attachment_name, extract_file_text, safe_filename, title_from_filename
-from services.personas import PersonaService, Slice
-from storage.knowledge import KnowledgeDocument, KnowledgeEntryRow, KnowledgeStore
-from storage.personas import PersonaRow
+from services.personas import PersonaService
+from storage.knowledge import KnowledgeStore
 
 log = structlog.get_logger(__name__)
 
@@ -38,7 +38,7 @@ class KnowledgeChunk:
 
 @dataclass(frozen=True)
 class ImportedCard:
-    persona: PersonaRow
+    persona: Persona
     knowledge_entries: int
     truncated: list[str]
 
@@ -66,7 +66,7 @@ class KnowledgeService:
 
     async def list_entries(
         self, user: Principal, persona_id: UUID, *, before: tuple[datetime, UUID] | None, limit: int
-    ) -> Slice[KnowledgeEntryRow]:
+    ) -> Slice[KnowledgeEntry]:
         """The persona's entries, newest first, for whoever may read its definition. `before` is the
         previous page's last (created_at, id)."""
         await self._personas.get_definition(user, persona_id)
@@ -96,7 +96,7 @@ class KnowledgeService:
 
     # --- changes ---------------------------------------------------------------------------------
 
-    async def add_text(self, user: Principal, persona_id: UUID, *, title: str, content: str) -> KnowledgeEntryRow:
+    async def add_text(self, user: Principal, persona_id: UUID, *, title: str, content: str) -> KnowledgeEntry:
         """A text entry (source "text"); owner only."""
         content = clean_text(content)
         if not content:
@@ -106,7 +106,7 @@ class KnowledgeService:
 
     async def add_file(
         self, user: Principal, persona_id: UUID, *, data: bytes, filename: str | None, title: str | None = None
-    ) -> KnowledgeEntryRow:
+    ) -> KnowledgeEntry:
         """An uploaded TXT, Markdown or PDF file's text (source "file"), typed by its content; owner only.
         413 over `upload_max_bytes`, 415 for other kinds of file, 422 for a PDF that cannot be read or a
         file without text."""
@@ -134,7 +134,7 @@ class KnowledgeService:
         source: str,
         filename: str | None = None,
         content_type: str | None = None,
-    ) -> KnowledgeEntryRow:
+    ) -> KnowledgeEntry:
         async with self._pool.acquire() as conn, conn.transaction():
             if not await self._store.lock_owned_persona(conn, persona_id, owner_id=user.id):
                 raise NotFound("persona not found")

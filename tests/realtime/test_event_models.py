@@ -1,14 +1,13 @@
 """The socket event contract as models (core/events.py): every server event emitted for real validates
 against its model and against the AsyncAPI document served at /api/asyncapi.json; the document lists
 exactly the events of docs/events.md; tests/helpers.py Inbox fails a test on an event that breaks the
-contract; MessageWire is what storage.chat.public_message gives."""
+contract. The wire shapes themselves: tests/core/test_wire.py."""
 
 from __future__ import annotations
 
 import re
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +20,8 @@ from aiohttp.test_utils import TestClient
 from pydantic import SecretStr
 
 from core.events import CLIENT_EVENTS, SERVER_EVENTS
-from core.wire import MessageWire
 from server.app import create_app
 from server.config import Settings
-from storage.chat import MessageRow, public_message
 from tests.fakes.gemini import Behaviour, FakeGemini
 from tests.helpers import Inbox, bearer, connect_socket, make_chat, register, server_url, wait_until
 
@@ -142,31 +139,6 @@ async def test_inbox_fails_a_test_on_an_event_that_breaks_the_contract(aiohttp_c
             inbox["typing"]
     finally:
         await received.disconnect()
-
-
-@pytest.mark.parametrize(
-    "usage, client_id, reply_to",
-    [(None, uuid.uuid4(), None), ({"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}, None, uuid.uuid4())],
-)
-def test_message_wire_is_public_message(
-    usage: dict[str, int] | None, client_id: uuid.UUID | None, reply_to: uuid.UUID | None
-) -> None:
-    for created_at in (datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC), datetime.now(UTC)):
-        row = MessageRow(
-            id=uuid.uuid4(),
-            session_id=uuid.uuid4(),
-            seq=7,
-            role="assistant" if usage else "user",
-            content="héllo",
-            status="complete",
-            client_id=client_id,
-            reply_to=reply_to,
-            usage=usage,
-            attachments=[],
-            created_at=created_at,
-        )
-        wire = MessageWire.model_validate(row).model_dump(mode="json")
-        assert list(wire.items()) == list(public_message(row).items())  # same keys, same order, same values
 
 
 @pytest.fixture

@@ -16,8 +16,9 @@ import socketio
 import structlog
 from aiohttp.test_utils import TestClient
 
+from core.events import ClientPayload as Payload
 from handlers.keys import AUTH_SERVICE, METRICS, SIO
-from realtime.acks import EventRegistry, Payload
+from realtime.acks import EventRegistry
 from realtime.guard import SocketUsers
 from server.app import create_app
 from server.config import Settings

@@ -13,9 +13,9 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from core.entities import Message
 from server.config import Settings
 from services.message_writer import MessageWriter, Outcome
-from storage.chat import MessageRow
 from storage.db import create_pool
 from tests.helpers import bearer, make_chat, make_plain_chat, register
 
@@ -52,12 +52,12 @@ async def test_concurrent_sends_share_transactions_and_keep_seqs_gap_free(
         for u, c in zip(users, chats, strict=True)
     ]
     results = await asyncio.gather(*calls)
-    assert all(isinstance(r, MessageRow) for r in results)
+    assert all(isinstance(r, Message) for r in results)
     assert writer.batches < len(calls) / 4, writer.batches  # 200 messages in a few transactions
     for c in chats:
         assert await seqs(pool, c) == list(range(1, 41))
     # Within a session, seqs follow the order the sends arrived in.
-    mine = [r for r in results if isinstance(r, MessageRow) and r.session_id == chats[0]]
+    mine = [r for r in results if isinstance(r, Message) and r.session_id == chats[0]]
     assert [m.content for m in sorted(mine, key=lambda m: m.seq)] == [f"m{i}" for i in range(40)]
     row = await pool.fetchrow("SELECT last_seq FROM chat_sessions WHERE id = $1", chats[0])
     assert row["last_seq"] == 40
@@ -70,7 +70,7 @@ async def test_duplicates_other_users_and_persona_sessions(client: TestClient, p
     writer = MessageWriter(pool)
     stored_id = uuid.uuid4()
     first = await writer.write(user_id=uid(me), session_id=mine, client_id=stored_id, content="stored")
-    assert isinstance(first, MessageRow) and first.seq == 1
+    assert isinstance(first, Message) and first.seq == 1
 
     twice = uuid.uuid4()
     results = await asyncio.gather(
@@ -82,7 +82,7 @@ async def test_duplicates_other_users_and_persona_sessions(client: TestClient, p
         writer.write(user_id=uid(me), session_id=with_persona, client_id=uuid.uuid4(), content="to a persona"),
     )
     assert results[0] is Outcome.NOT_INSERTED
-    assert isinstance(results[1], MessageRow) and results[1].seq == 2
+    assert isinstance(results[1], Message) and results[1].seq == 2
     assert results[2] is Outcome.NOT_INSERTED  # the same client_id twice in one batch: stored once
     assert results[3] is Outcome.NOT_INSERTED and results[4] is Outcome.NOT_INSERTED
     assert results[5] is Outcome.SINGLE
@@ -104,7 +104,7 @@ async def test_a_failed_batch_hands_every_message_to_the_single_send(client: Tes
     row = await pool.fetchrow("SELECT last_seq FROM chat_sessions WHERE id = $1", chat)
     assert row["last_seq"] == 0
     after = await writer.write(user_id=uid(user), session_id=chat, client_id=uuid.uuid4(), content="next")
-    assert isinstance(after, MessageRow) and after.seq == 1
+    assert isinstance(after, Message) and after.seq == 1
 
 
 async def test_two_writers_racing_on_one_client_id_store_it_once(
@@ -124,9 +124,9 @@ async def test_two_writers_racing_on_one_client_id_store_it_once(
                     for w in writers
                 )
             )
-            assert sum(isinstance(r, MessageRow) for r in results) <= 1
+            assert sum(isinstance(r, Message) for r in results) <= 1
             count = await pool.fetchval("SELECT count(*) FROM messages WHERE client_id = $1", client_id)
-            if not any(isinstance(r, MessageRow) for r in results):
+            if not any(isinstance(r, Message) for r in results):
                 # The loser hit the unique index and rolled back: the single send stores it.
                 assert Outcome.SINGLE in results and count == 0
             else:

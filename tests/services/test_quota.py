@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from server.app import create_app
 from server.config import Settings
 from tests.fakes.gemini import Behaviour, FakeGemini
-from tests.helpers import Inbox, bearer, connect_socket, make_chat, register
+from tests.helpers import Inbox, bearer, connect_socket, make_admin, make_chat, register
 
 
 @pytest.fixture
@@ -30,14 +30,6 @@ async def quota_client(aiohttp_client: Any, settings: Settings, gemini: FakeGemi
         "ai_max_attempts": 1,
     }
     return await aiohttp_client(create_app(settings.model_copy(update=update)))
-
-
-async def make_admin(settings: Settings, client: TestClient) -> dict[str, Any]:
-    admin = await register(client)
-    conn = await asyncpg.connect(settings.database_url)
-    await conn.execute("UPDATE users SET role = 'admin' WHERE id = $1", uuid.UUID(admin["user"]["id"]))
-    await conn.close()
-    return admin
 
 
 async def grant(client: TestClient, admin: dict[str, Any], user: dict[str, Any], amount: int) -> dict[str, Any]:
@@ -62,7 +54,7 @@ async def test_eleventh_message_refused_then_credits_then_refused(
     quota_client: TestClient, settings: Settings, gemini: FakeGemini, sockets: list[Any]
 ) -> None:
     client = quota_client
-    admin = await make_admin(settings, client)
+    admin = await make_admin(client, settings.database_url)
     user = await register(client)
     chat = await make_chat(client, user)
     sio = socketio.AsyncClient(reconnection=False)
@@ -106,7 +98,7 @@ async def test_50_concurrent_sends_with_10_credits(
     quota_client: TestClient, settings: Settings, sockets: list[Any]
 ) -> None:
     client = quota_client
-    admin = await make_admin(settings, client)
+    admin = await make_admin(client, settings.database_url)
     user = await register(client)
     chat = await make_chat(client, user)
     conn = await asyncpg.connect(settings.database_url)
@@ -134,7 +126,7 @@ async def test_provider_failure_gives_back_what_was_spent(
     quota_client: TestClient, settings: Settings, gemini: FakeGemini, sockets: list[Any]
 ) -> None:
     client = quota_client
-    admin = await make_admin(settings, client)
+    admin = await make_admin(client, settings.database_url)
     user = await register(client)
     chat = await make_chat(client, user)
     sio = socketio.AsyncClient(reconnection=False)
@@ -249,7 +241,7 @@ async def test_usage_export_csv_and_json_agree(quota_client: TestClient) -> None
 
 
 async def test_admin_grant_is_idempotent_and_admin_only(quota_client: TestClient, settings: Settings) -> None:
-    admin = await make_admin(settings, quota_client)
+    admin = await make_admin(quota_client, settings.database_url)
     user = await register(quota_client)
     url = f"/api/v1/admin/users/{user['user']['id']}/credits"
     body = {"amount": 5, "idempotency_key": "grant-1"}

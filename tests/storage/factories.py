@@ -8,8 +8,9 @@ from typing import Any
 
 import asyncpg
 
-from storage.chat import ChatStore, SessionRow
-from storage.personas import PersonaRow, PersonaStore
+from core.entities import ChatSession, Persona
+from storage.chat import ChatStore
+from storage.personas import PersonaStore
 from storage.users import UserRow, UserStore
 
 users, personas, chats = UserStore(), PersonaStore(), ChatStore()
@@ -30,12 +31,12 @@ async def make_user(conn: asyncpg.Connection, *, email: str | None = None) -> Us
 
 async def make_persona(
     conn: asyncpg.Connection, owner_id: uuid.UUID, *, visibility: str = "private", **fields: Any
-) -> PersonaRow:
+) -> Persona:
     fields.setdefault("name", word("persona"))
     return await personas.insert(conn, owner_id=owner_id, visibility=visibility, **fields)
 
 
-async def make_chat(conn: asyncpg.Connection, user_id: uuid.UUID, *, plain: bool = False) -> SessionRow:
+async def make_chat(conn: asyncpg.Connection, user_id: uuid.UUID, *, plain: bool = False) -> ChatSession:
     """A chat session with the user's own persona; `plain`: its persona deleted (no replies, group-committed)."""
     persona = await make_persona(conn, user_id)
     session = await chats.create_session(conn, user_id=user_id, persona_id=persona.id, title=None)

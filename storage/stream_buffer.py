@@ -15,6 +15,8 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from core.errors import StreamGone
+
 log = structlog.get_logger(__name__)
 
 
@@ -36,10 +38,6 @@ class BufferEntry:
     data: dict[str, Any] | None = None
 
 
-class StreamGone(Exception):
-    """The stream is unknown here: never existed, or finished long enough ago to be dropped."""
-
-
 class StreamBuffer(Protocol):
     async def open(self, info: StreamInfo) -> None: ...
 
@@ -54,7 +52,8 @@ class StreamBuffer(Protocol):
         ...
 
     def follow(self, stream_id: str, from_index: int) -> AsyncIterator[BufferEntry]:
-        """Chunks from `from_index` on (replayed, then live) and finally the end entry."""
+        """Chunks from `from_index` on (replayed, then live) and finally the end entry; StreamGone when
+        the buffer does not hold the stream."""
         ...
 
     async def chunks(self, stream_id: str) -> list[str]:

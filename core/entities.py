@@ -3,6 +3,7 @@ them, and the wire models in core.wire turn them into what clients read."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -92,6 +93,19 @@ class Persona:
 
 
 @dataclass(frozen=True)
+class PersonaDraft:
+    """What a new persona is made of (create, clone, Character Card import); the service adds the owner."""
+
+    name: str
+    description: str = ""
+    personality: str = ""
+    greeting: str = ""
+    tags: Sequence[str] = ()
+    visibility: str = "private"
+    remixable: bool = False
+
+
+@dataclass(frozen=True)
 class ScoredPersona:
     """A persona with its search rank or trending score."""
 
@@ -139,11 +153,9 @@ class Invoice:
 
 
 @dataclass(frozen=True)
-class Subscription:
-    """A subscription from Stripe, Google Play or an admin; the user's plan is derived from these."""
+class SubscriptionState:
+    """A subscription as a provider (or the scheduler) last saw it, at provider time `state_at`."""
 
-    id: UUID
-    user_id: UUID
     provider: str
     external_id: str
     plan: str
@@ -153,6 +165,15 @@ class Subscription:
     grace_until: datetime | None
     cancel_at_period_end: bool
     state_at: datetime
+
+
+@dataclass(frozen=True)
+class Subscription(SubscriptionState):
+    """A stored subscription: its last known state, and who it belongs to. The user's plan is derived from
+    these (Stripe, Google Play or an admin)."""
+
+    id: UUID
+    user_id: UUID
     created_at: datetime
     updated_at: datetime
 

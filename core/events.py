@@ -14,6 +14,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core import limits
 from core.validation import INT64_MAX
 from core.wire import MessageOut, SessionOut, Timestamp, TokenUsage, Wire
 
@@ -197,7 +198,7 @@ class SendIn(ClientPayload):
     session_id: UUID
     client_id: UUID
     # The configured MESSAGE_MAX_CHARS is enforced by the service; this only stops absurd payloads early.
-    content: str = Field(min_length=1, max_length=200_000)
+    content: str = Field(min_length=1, max_length=limits.MESSAGE_BODY_MAX)
 
 
 class SyncIn(ClientPayload):

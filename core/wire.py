@@ -89,6 +89,10 @@ class MessageOut(Out):
 # The persona's definition: what makes it answer as it does. Only those who may read it see these fields
 # (Persona.definition_readable_by); everyone else gets them as null. A new definition field belongs here.
 DEFINITION_FIELDS = ("personality",)
+REMIXABLE = (
+    "Whether other users may read the definition (personality, knowledge), export and clone this persona when "
+    "it is public. Anyone may chat with a public persona either way."
+)
 _HIDDEN = " Null when the caller may not read the definition: someone else's persona that is not remixable."
 
 
@@ -101,10 +105,7 @@ class PersonaOut(Out):
     greeting: str
     tags: list[str]
     visibility: Literal["private", "public"]
-    remixable: bool = Field(
-        description="Whether other users may read the definition (personality, knowledge), export and clone "
-        "this persona when it is public. Anyone may chat with a public persona either way."
-    )
+    remixable: bool = Field(description=REMIXABLE)
     avatar_file_id: UUID | None
     cloned_from: UUID | None
     created_at: Timestamp
@@ -159,6 +160,18 @@ class LedgerEntryOut(Out):
     reason: str
     ref_type: str | None
     ref_id: str | None
+    created_at: Timestamp
+
+
+class AuditEntryOut(Out):
+    """One admin action, as the audit log shows it."""
+
+    id: int
+    actor_id: UUID | None = Field(description="The admin who acted (null once their account is deleted)")
+    action: str = Field(description="user.ban, user.unban, user.promote, user.demote, credits.grant, ...")
+    target_type: str
+    target_id: str
+    details: dict[str, Any]
     created_at: Timestamp
 
 

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from aiohttp import web
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema
 
 from core.entities import Principal
 from core.pages import IdPosition, Keyset, decode_cursor, encode_cursor
 from core.validation import UtcDatetime
-from core.wire import UserOut
+from core.wire import AuditEntryOut, UserOut
 from handlers.api import Api, path_uuid
 from handlers.keys import ADMIN_SERVICE, CREDIT_SERVICE, SUBSCRIPTION_SERVICE
-from handlers.schemas import Strict
+from handlers.schemas import CursorParam, Strict
 
 api = Api("admin")
 P = "/api/v1/admin"
@@ -53,7 +52,7 @@ class GrantOut(BaseModel):
 class UserQuery(Strict):
     q: str | None = Field(default=None, max_length=200)
     limit: int = Field(default=50, ge=1, le=200)
-    cursor: str | None = Field(default=None, max_length=512, description="next_cursor of the previous page")
+    cursor: CursorParam = None
 
 
 class UserPage(BaseModel):
@@ -61,25 +60,13 @@ class UserPage(BaseModel):
     next_cursor: str | None
 
 
-class AuditEntry(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: int
-    actor_id: UUID | None
-    action: str
-    target_type: str
-    target_id: str
-    details: dict[str, Any]
-    created_at: datetime
-
-
 class AuditQuery(Strict):
     limit: int = Field(default=50, ge=1, le=200)
-    cursor: str | None = Field(default=None, max_length=512, description="next_cursor of the previous page")
+    cursor: CursorParam = None
 
 
 class AuditPage(BaseModel):
-    items: list[AuditEntry]
+    items: list[AuditEntryOut]
     next_cursor: str | None
 
 
@@ -117,7 +104,7 @@ async def audit_log(request: web.Request, user: Principal, query: AuditQuery) ->
     before_id = position.id if position is not None else None
     rows = await request.app[ADMIN_SERVICE].audit_log(user, before_id=before_id, limit=query.limit)
     cursor = encode_cursor(IdPosition(id=rows[-1].id)) if len(rows) == query.limit else None
-    return {"items": [AuditEntry.model_validate(r) for r in rows], "next_cursor": cursor}
+    return {"items": [AuditEntryOut.model_validate(r) for r in rows], "next_cursor": cursor}
 
 
 @api.route(

@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import EmailStr, Field
 
+from core import limits
 from core.entities import Principal
 from core.wire import UserOut
 from handlers.api import Api, client_ip
@@ -16,18 +17,18 @@ from services.auth import Session
 
 api = Api("auth")
 P = "/api/v1/auth"
-Password = Field(min_length=8, max_length=256)
+Password = Field(min_length=limits.PASSWORD_MIN, max_length=limits.PASSWORD_MAX)
 
 
 class RegisterIn(Strict):
-    email: EmailStr = Field(max_length=254)
+    email: EmailStr = Field(max_length=limits.EMAIL_MAX)
     password: str = Password
-    display_name: str | None = Field(default=None, min_length=1, max_length=80)
+    display_name: str | None = Field(default=None, min_length=1, max_length=limits.DISPLAY_NAME_MAX)
 
 
 class LoginIn(Strict):
-    email: EmailStr = Field(max_length=254)
-    password: str = Field(min_length=1, max_length=256)
+    email: EmailStr = Field(max_length=limits.EMAIL_MAX)
+    password: str = Field(min_length=1, max_length=limits.PASSWORD_MAX)
 
 
 class RefreshIn(Strict):
@@ -43,12 +44,12 @@ class FirebaseSessionOut(AuthSessionOut):
 
 
 class ProfileIn(Strict):
-    display_name: str | None = Field(default=None, min_length=1, max_length=80)
+    display_name: str | None = Field(default=None, min_length=1, max_length=limits.DISPLAY_NAME_MAX)
     timezone: TimeZoneName | None = None
 
 
 class PasswordIn(Strict):
-    current_password: str | None = Field(default=None, max_length=256)
+    current_password: str | None = Field(default=None, max_length=limits.PASSWORD_MAX)
     new_password: str = Password
 
 

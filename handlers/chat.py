@@ -9,13 +9,14 @@ from uuid import UUID
 from aiohttp import web
 from pydantic import BaseModel, Field
 
+from core import limits
 from core.entities import Principal
 from core.pages import Position, decode_cursor, encode_cursor
 from core.validation import Bigint, PositiveBigint
 from core.wire import MessageOut, SessionOut
 from handlers.api import Api, path_uuid
 from handlers.keys import CHAT_SERVICE
-from handlers.schemas import MessageContent, Strict
+from handlers.schemas import CursorParam, MessageContent, Strict
 
 api = Api("chat")
 P = "/api/v1/chat/sessions"
@@ -23,11 +24,11 @@ P = "/api/v1/chat/sessions"
 
 class SessionIn(Strict):
     persona_id: UUID
-    title: str | None = Field(default=None, min_length=1, max_length=120)
+    title: str | None = Field(default=None, min_length=1, max_length=limits.SESSION_TITLE_MAX)
 
 
 class SessionPatch(Strict):
-    title: str | None = Field(default=None, min_length=1, max_length=120)
+    title: str | None = Field(default=None, min_length=1, max_length=limits.SESSION_TITLE_MAX)
     pinned: bool | None = None
 
 
@@ -41,7 +42,7 @@ class _SessionPosition(Position):
 
 class ListQuery(Strict):
     limit: int = Field(default=20, ge=1, le=100)
-    cursor: str | None = Field(default=None, max_length=500)
+    cursor: CursorParam = None
 
 
 class SessionPage(BaseModel):

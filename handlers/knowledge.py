@@ -14,14 +14,14 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import BodyPartReader
 from pydantic import BaseModel, ConfigDict, Field
 
+from core import limits
 from core.entities import Principal
 from core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from core.pages import Keyset, decode_cursor, encode_cursor
 from core.wire import KnowledgeEntryDetail, KnowledgeEntryOut, PersonaOut
 from handlers.api import Api, parse_model, path_uuid, read_json
 from handlers.keys import KNOWLEDGE_SERVICE
-from handlers.schemas import Strict
-from services.knowledge import TEXT_MAX_CHARS
+from handlers.schemas import CursorParam, Strict
 
 api = Api("knowledge")
 P = "/api/v1/personas"
@@ -30,12 +30,12 @@ MULTIPART_SLACK = 64 * 1024
 FIELD_MAX_BYTES = 4096
 READ_CHUNK = 64 * 1024
 
-Title = Annotated[str, Field(min_length=1, max_length=200)]
+Title = Annotated[str, Field(min_length=1, max_length=limits.KNOWLEDGE_TITLE_MAX)]
 
 
 class KnowledgeTextIn(Strict):
     title: Title
-    content: str = Field(min_length=1, max_length=TEXT_MAX_CHARS)
+    content: str = Field(min_length=1, max_length=limits.KNOWLEDGE_TEXT_MAX)
 
 
 class KnowledgeFileFields(Strict):
@@ -48,7 +48,9 @@ class KnowledgeFileIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     file: bytes = Field(description="TXT, Markdown or PDF, at most UPLOAD_MAX_BYTES; the type comes from the content")
-    title: str | None = Field(default=None, max_length=200, description="Left out or blank: the file's name")
+    title: str | None = Field(
+        default=None, max_length=limits.KNOWLEDGE_TITLE_MAX, description="Left out or blank: the file's name"
+    )
 
 
 class CardUpload(BaseModel):
@@ -66,7 +68,7 @@ class KnowledgePage(BaseModel):
 
 class KnowledgeListQuery(Strict):
     limit: int = Field(default=20, ge=1, le=100)
-    cursor: str | None = Field(default=None, max_length=512, description="next_cursor of the previous page")
+    cursor: CursorParam = None
 
 
 class ImportOut(BaseModel):

@@ -15,35 +15,37 @@ from typing import Annotated, Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, Field, StringConstraints
 
-from core.entities import Principal, ScoredPersona
+from core import limits
+from core.entities import PersonaDraft, Principal, ScoredPersona
 from core.pages import Keyset, Offset, Slice, decode_cursor, encode_cursor
-from core.wire import PersonaOut, ScoredPersonaOut
+from core.wire import REMIXABLE, PersonaOut, ScoredPersonaOut
 from handlers.api import Api, path_uuid
 from handlers.keys import PERSONA_SERVICE
-from handlers.schemas import Patch, Strict
+from handlers.schemas import CursorParam, Patch, Strict
 
 api = Api("personas")
 P = "/api/v1/personas"
 
 
-Name = Annotated[str, Field(min_length=1, max_length=80)]
-Description = Annotated[str, Field(max_length=2000)]
-Personality = Annotated[str, Field(max_length=8000, description="The system prompt: who the persona is")]
-Greeting = Annotated[str, Field(max_length=2000, description="The persona's first message in a new chat")]
-Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32)]
-Tags = Annotated[
-    list[Tag], Field(max_length=20, description="Up to 20 tags of 1..32 characters; stored lowercased, deduplicated")
+Name = Annotated[str, Field(min_length=1, max_length=limits.PERSONA_NAME_MAX)]
+Description = Annotated[str, Field(max_length=limits.PERSONA_DESCRIPTION_MAX)]
+Personality = Annotated[
+    str, Field(max_length=limits.PERSONA_PERSONALITY_MAX, description="The system prompt: who the persona is")
 ]
-Visibility = Literal["private", "public"]
-Remixable = Annotated[
-    bool,
+Greeting = Annotated[
+    str, Field(max_length=limits.PERSONA_GREETING_MAX, description="The persona's first message in a new chat")
+]
+Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=limits.TAG_MAX)]
+Tags = Annotated[
+    list[Tag],
     Field(
-        description="Whether other users may read the definition (personality, knowledge), export and clone "
-        "this persona when it is public. Anyone may chat with a public persona either way."
+        max_length=limits.TAGS_MAX,
+        description=f"Up to {limits.TAGS_MAX} tags of 1..{limits.TAG_MAX} characters; stored lowercased, deduplicated",
     ),
 ]
+Visibility = Literal["private", "public"]
+Remixable = Annotated[bool, Field(description=REMIXABLE)]
 Limit = Field(default=20, ge=1, le=100)
-Cursor = Field(default=None, max_length=512, description="next_cursor of the previous page")
 
 
 class PersonaIn(Strict):
@@ -80,7 +82,7 @@ class ScoredPersonaPage(BaseModel):
 
 class ListQuery(Strict):
     limit: int = Limit
-    cursor: str | None = Cursor
+    cursor: CursorParam = None
 
 
 class SearchQuery(ListQuery):
@@ -117,7 +119,7 @@ async def list_personas(request: web.Request, user: Principal, query: ListQuery)
 @api.route("POST", P, summary="Create a persona", body=PersonaIn, response=PersonaOut, status=201, errors=(403,))
 async def create_persona(request: web.Request, user: Principal, body: PersonaIn) -> PersonaOut:
     """403 `plan_limit` when the user already has as many personas as their plan allows."""
-    persona = await request.app[PERSONA_SERVICE].create(user, **body.model_dump())
+    persona = await request.app[PERSONA_SERVICE].create(user, PersonaDraft(**body.model_dump()))
     return PersonaOut.for_viewer(persona, user.id)
 
 

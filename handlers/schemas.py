@@ -7,6 +7,7 @@ from zoneinfo import available_timezones
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
+from core import limits
 from core.wire import UserOut
 from handlers.openapi import MAX_LENGTH_SETTING
 
@@ -45,13 +46,17 @@ class Patch(Strict):
         return value
 
 
+# Every list's `cursor` query parameter: an opaque string from a previous page (core.pages).
+CursorParam = Annotated[str | None, Field(max_length=limits.CURSOR_MAX, description="next_cursor of the previous page")]
+
+
 # A chat message's text. The bound here only stops absurd bodies early; the service refuses more than
 # MESSAGE_MAX_CHARS, and the OpenAPI document says that number.
 MessageContent = Annotated[
     str,
     Field(
         min_length=1,
-        max_length=200_000,
+        max_length=limits.MESSAGE_BODY_MAX,
         description="The message text (at most MESSAGE_MAX_CHARS characters)",
         json_schema_extra={MAX_LENGTH_SETTING: "message_max_chars"},
     ),

@@ -17,7 +17,7 @@ from core.pages import IdPosition, decode_cursor, encode_cursor
 from core.wire import LedgerEntryOut
 from handlers.api import Api
 from handlers.keys import BILLING_SETTINGS, CREDIT_SERVICE, QUOTA_SERVICE, USAGE_SERVICE
-from handlers.schemas import Strict
+from handlers.schemas import CursorParam, Strict
 
 api = Api("usage")
 
@@ -91,7 +91,7 @@ class Balance(BaseModel):
 
 class LedgerQuery(Strict):
     limit: int = Field(default=50, ge=1, le=200)
-    cursor: str | None = Field(default=None, max_length=512, description="next_cursor of the previous page")
+    cursor: CursorParam = None
 
 
 class LedgerPage(BaseModel):

@@ -53,34 +53,6 @@ class CreditService:
     async def notify(self, user_id: UUID, balance: int) -> None:
         await self._events.to_user(user_id, CreditsEvent(balance=balance))
 
-    async def apply(
-        self,
-        *,
-        user_id: UUID,
-        delta: int,
-        reason: str,
-        idempotency_key: str,
-        ref_type: str | None = None,
-        ref_id: str | None = None,
-    ) -> tuple[int, bool]:
-        """Its own transaction; a concurrent duplicate of the key is reported as not applied."""
-        try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                balance, applied = await self.apply_in(
-                    conn,
-                    user_id=user_id,
-                    delta=delta,
-                    reason=reason,
-                    idempotency_key=idempotency_key,
-                    ref_type=ref_type,
-                    ref_id=ref_id,
-                )
-        except asyncpg.UniqueViolationError:
-            return await self.balance(user_id), False
-        if applied:
-            await self.notify(user_id, balance)
-        return balance, applied
-
     async def admin_grant(
         self, actor: Principal, user_id: UUID, *, amount: int, idempotency_key: str, note: str | None
     ) -> tuple[int, bool]:

@@ -9,6 +9,7 @@ A public persona's definition (personality, knowledge base) stays the owner's un
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TypeVar
@@ -17,7 +18,7 @@ from uuid import UUID
 import asyncpg
 import structlog
 
-from core.entities import Persona, Principal, ScoredPersona
+from core.entities import Persona, PersonaDraft, Principal, ScoredPersona
 from core.errors import Forbidden, NotFound, Unauthorized
 from core.events import Events
 from core.pages import Slice
@@ -106,60 +107,19 @@ class PersonaService:
 
     # --- changes -------------------------------------------------------------------------------
 
-    async def create(
-        self,
-        user: Principal,
-        *,
-        name: str,
-        description: str = "",
-        personality: str = "",
-        greeting: str = "",
-        tags: Sequence[str] = (),
-        visibility: str = "private",
-        remixable: bool = False,
-    ) -> Persona:
+    async def create(self, user: Principal, draft: PersonaDraft) -> Persona:
         async with self._pool.acquire() as conn, conn.transaction():
-            persona = await self.create_in(
-                conn,
-                user,
-                name=name,
-                description=description,
-                personality=personality,
-                greeting=greeting,
-                tags=tags,
-                visibility=visibility,
-                remixable=remixable,
-            )
+            persona = await self.create_in(conn, user, draft)
         log.info("persona created", persona_id=str(persona.id))
         return persona
 
-    async def create_in(
-        self,
-        conn: asyncpg.Connection,
-        user: Principal,
-        *,
-        name: str,
-        description: str = "",
-        personality: str = "",
-        greeting: str = "",
-        tags: Sequence[str] = (),
-        visibility: str = "private",
-        remixable: bool = False,
-    ) -> Persona:
+    async def create_in(self, conn: asyncpg.Connection, user: Principal, draft: PersonaDraft) -> Persona:
         """`create` inside the caller's transaction, for callers that store more with the new persona
         (Character Card import adds its knowledge): the plan check and the insert commit or roll back with
         the rest."""
         await self._reserve_slot(conn, user)
         return await self._personas.insert(
-            conn,
-            owner_id=user.id,
-            name=name,
-            description=description,
-            personality=personality,
-            greeting=greeting,
-            tags=normalize_tags(tags),
-            visibility=visibility,
-            remixable=remixable,
+            conn, owner_id=user.id, draft=dataclasses.replace(draft, tags=normalize_tags(draft.tags))
         )
 
     async def update(
@@ -210,17 +170,15 @@ class PersonaService:
                 raise NotFound("persona not found")
             definition_readable(source, user)
             await self._reserve_slot(conn, user)
-            persona = await self._personas.insert(
-                conn,
-                owner_id=user.id,
+            draft = PersonaDraft(
                 name=source.name,
                 description=source.description,
                 personality=source.personality,
                 greeting=source.greeting,
                 tags=list(source.tags),
-                visibility="private",
-                avatar_file_id=source.avatar_file_id,
-                cloned_from=source.id,
+            )
+            persona = await self._personas.insert(
+                conn, owner_id=user.id, draft=draft, avatar_file_id=source.avatar_file_id, cloned_from=source.id
             )
             # The knowledge base comes along (entries and their chunks), in the same transaction.
             knowledge = await self._knowledge.copy(conn, source_persona_id=source.id, target_persona_id=persona.id)

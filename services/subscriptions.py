@@ -14,7 +14,7 @@ from uuid import UUID
 import asyncpg
 import structlog
 
-from core.entities import Subscription
+from core.entities import Subscription, SubscriptionState
 from core.errors import AppError, NotFound
 from core.events import Events, PlanEvent
 from services.billing_config import BillingSettings
@@ -26,21 +26,6 @@ log = structlog.get_logger(__name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Subscriptions the expiry job handles per run; the rest wait for the next run.
 DUE_BATCH = 500
-
-
-@dataclass(frozen=True)
-class SubscriptionState:
-    """A subscription as a provider (or the scheduler) last saw it, at provider time `state_at`."""
-
-    provider: str
-    external_id: str
-    plan: str
-    period: str
-    status: str
-    current_period_end: datetime | None
-    grace_until: datetime | None
-    cancel_at_period_end: bool
-    state_at: datetime
 
 
 @dataclass(frozen=True)

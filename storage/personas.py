@@ -8,7 +8,7 @@ from uuid import UUID
 
 import asyncpg
 
-from core.entities import Persona, ScoredPersona
+from core.entities import Persona, PersonaDraft, ScoredPersona
 
 _COLUMNS = (
     "id, owner_id, name, description, personality, greeting, tags, visibility, remixable, avatar_file_id,"
@@ -106,26 +106,20 @@ class PersonaStore:
         conn: asyncpg.Connection,
         *,
         owner_id: UUID,
-        name: str,
-        description: str = "",
-        personality: str = "",
-        greeting: str = "",
-        tags: list[str] | None = None,
-        visibility: str = "private",
-        remixable: bool = False,
+        draft: PersonaDraft,
         avatar_file_id: UUID | None = None,
         cloned_from: UUID | None = None,
     ) -> Persona:
         record = await conn.fetchrow(
             INSERT,
             owner_id,
-            name,
-            description,
-            personality,
-            greeting,
-            tags or [],
-            visibility,
-            remixable,
+            draft.name,
+            draft.description,
+            draft.personality,
+            draft.greeting,
+            list(draft.tags),
+            draft.visibility,
+            draft.remixable,
             avatar_file_id,
             cloned_from,
         )

@@ -8,12 +8,13 @@ import re
 import time
 import unicodedata
 
+from core import limits
 from core.errors import AppError, UnsupportedMediaType, ValidationFailed
 from services import character_cards as cards
 from services.knowledge.chunking import clean_text
 
 # The most text one entry may hold: what the JSON form accepts, and what a file may turn into.
-TEXT_MAX_CHARS = 200_000
+TEXT_MAX_CHARS = limits.KNOWLEDGE_TEXT_MAX
 FILE_MAX_CHARS = 2_000_000
 # A PDF whose text takes longer than this to extract (huge, or built to be slow) is refused.
 PDF_MAX_SECONDS = 30

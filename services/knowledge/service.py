@@ -18,7 +18,7 @@ from uuid import UUID
 import asyncpg
 import structlog
 
-from core.entities import KnowledgeDocument, KnowledgeEntry, Persona, Principal
+from core.entities import KnowledgeDocument, KnowledgeEntry, Persona, PersonaDraft, Principal
 from core.errors import NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from core.pages import Slice
 from services import character_cards as cards
@@ -183,16 +183,14 @@ class KnowledgeService:
                 raise UnsupportedMediaType(f"{err.field}: {err.message}", details=details) from err
             raise ValidationFailed(f"{err.field}: {err.message}", details=details) from err
         async with self._pool.acquire() as conn, conn.transaction():
-            persona = await self._personas.create_in(
-                conn,
-                user,
+            draft = PersonaDraft(
                 name=fields.name,
                 description=fields.description,
                 personality=fields.personality,
                 greeting=fields.greeting,
                 tags=fields.tags,
-                visibility="private",
             )
+            persona = await self._personas.create_in(conn, user, draft)
             for prepared in knowledge:
                 await self._store.insert(
                     conn,

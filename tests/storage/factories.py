@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from core.entities import ChatSession, Persona
+from core.entities import ChatSession, Persona, PersonaDraft
 from storage.chat import ChatStore
 from storage.personas import PersonaStore
 from storage.users import UserRow, UserStore
@@ -33,7 +33,7 @@ async def make_persona(
     conn: asyncpg.Connection, owner_id: uuid.UUID, *, visibility: str = "private", **fields: Any
 ) -> Persona:
     fields.setdefault("name", word("persona"))
-    return await personas.insert(conn, owner_id=owner_id, visibility=visibility, **fields)
+    return await personas.insert(conn, owner_id=owner_id, draft=PersonaDraft(visibility=visibility, **fields))
 
 
 async def make_chat(conn: asyncpg.Connection, user_id: uuid.UUID, *, plain: bool = False) -> ChatSession:

@@ -19,8 +19,8 @@ from core.errors import PayloadTooLarge, ValidationFailed
 from core.pages import Position, decode_cursor, encode_cursor
 from core.wire import InvoiceOut, SubscriptionOut
 from handlers.api import Api
-from handlers.keys import BILLING_SERVICE, PLANS, PLAY_SERVICE, SETTINGS, SUBSCRIPTION_SERVICE
-from handlers.schemas import Strict
+from handlers.keys import BILLING_SERVICE, PLANS, PLAY_SERVICE, SETTINGS, STRIPE_WEBHOOKS, SUBSCRIPTION_SERVICE
+from handlers.schemas import CursorParam, Strict
 
 api = Api("billing")
 S = "/api/v1/subscription"
@@ -101,7 +101,7 @@ class InvoicePage(BaseModel):
 
 class InvoiceQuery(Strict):
     limit: int = Field(default=20, ge=1, le=100)
-    cursor: str | None = Field(default=None, max_length=512)
+    cursor: CursorParam = None
 
 
 class _InvoicePosition(Position):
@@ -257,5 +257,5 @@ async def webhook(request: web.Request) -> dict[str, Any]:
     payload = await request.read()
     if len(payload) > limit:
         raise PayloadTooLarge(f"body is larger than {limit} bytes")
-    result = await request.app[BILLING_SERVICE].handle_webhook(payload, request.headers.get("Stripe-Signature"))
+    result = await request.app[STRIPE_WEBHOOKS].handle_webhook(payload, request.headers.get("Stripe-Signature"))
     return {"received": True, "duplicate": result.duplicate}

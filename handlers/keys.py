@@ -14,8 +14,9 @@ from redis.asyncio import Redis
 from services.admin import AdminService
 from services.ai_tools import AITools
 from services.auth import AuthService
-from services.billing import BillingService
-from services.billing_config import BillingSettings
+from services.billing.checkout import BillingService
+from services.billing.config import BillingSettings
+from services.billing.webhooks import StripeWebhooks
 from services.chat import ChatService
 from services.credits import CreditService
 from services.knowledge import KnowledgeService
@@ -62,4 +63,5 @@ USAGE_SERVICE = web.AppKey("usage_service", UsageService)
 BILLING_SETTINGS = web.AppKey("billing_settings", BillingSettings)
 SUBSCRIPTION_SERVICE = web.AppKey("subscription_service", SubscriptionService)
 BILLING_SERVICE = web.AppKey("billing_service", BillingService)
+STRIPE_WEBHOOKS = web.AppKey("stripe_webhooks", StripeWebhooks)
 PLAY_SERVICE = web.AppKey("play_service", PlayBillingService)

@@ -1,4 +1,5 @@
-"""Firebase ID-token verification through firebase-admin."""
+"""Firebase ID-token verification through firebase-admin. A token that does not prove a Firebase user
+raises FirebaseTokenInvalid; what the client is told (status, code) is the caller's choice."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ import google.auth.credentials
 import structlog
 from firebase_admin import auth, credentials
 
-from core.errors import Unauthorized
-
 log = structlog.get_logger(__name__)
 _app_names = itertools.count()
+
+
+class FirebaseTokenInvalid(Exception):
+    """The ID token is malformed, badly signed, for another project, expired or revoked."""
 
 
 @dataclass(frozen=True)
@@ -66,16 +69,16 @@ class FirebaseAdminVerifier:
             # Synchronous and may fetch Google's certificates: keep it off the event loop.
             claims = await asyncio.to_thread(auth.verify_id_token, id_token, app=self._app)
         except (auth.ExpiredIdTokenError, auth.RevokedIdTokenError) as err:
-            raise Unauthorized("firebase token expired or revoked", code="invalid_token") from err
+            raise FirebaseTokenInvalid("firebase token expired or revoked") from err
         except (auth.InvalidIdTokenError, ValueError) as err:
-            raise Unauthorized("invalid firebase token", code="invalid_token") from err
+            raise FirebaseTokenInvalid("invalid firebase token") from err
         # The emulator path skips the expiry check, so do it ourselves in every mode.
         exp = claims.get("exp")
         if not isinstance(exp, (int, float)) or exp < time.time():
-            raise Unauthorized("firebase token expired", code="invalid_token")
+            raise FirebaseTokenInvalid("firebase token expired")
         uid = claims.get("uid") or claims.get("sub")
         if not uid:
-            raise Unauthorized("invalid firebase token", code="invalid_token")
+            raise FirebaseTokenInvalid("invalid firebase token")
         return FirebaseIdentity(
             uid=str(uid),
             email=claims.get("email"),

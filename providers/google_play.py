@@ -1,6 +1,7 @@
 """Google Play Developer API (androidpublisher v3): read a subscription purchase
 (`purchases.subscriptionsv2.get`) and acknowledge it (`purchases.subscriptions.acknowledge`), over
-aiohttp with a service-account OAuth token (google-auth) or a fixed bearer token."""
+aiohttp with a service-account OAuth token (google-auth) or a fixed bearer token. Failures are the
+PlayError types below; what the client is told (status, code) is the caller's choice."""
 
 from __future__ import annotations
 
@@ -19,8 +20,6 @@ import google.auth.transport.requests
 import structlog
 from google.oauth2 import service_account
 
-from core.errors import AppError, Unavailable
-
 log = structlog.get_logger(__name__)
 SCOPE = "https://www.googleapis.com/auth/androidpublisher"
 _RFC3339 = re.compile(
@@ -28,8 +27,20 @@ _RFC3339 = re.compile(
 )
 
 
-class PlayTokenInvalid(Exception):
+class PlayError(Exception):
+    """A Google Play call that did not succeed; the message says what happened."""
+
+
+class PlayTokenInvalid(PlayError):
     """Google does not know the purchase token (or it is not for this package)."""
+
+
+class PlayUnavailable(PlayError):
+    """Google Play could not be reached, or refused our credentials: nothing the user can fix."""
+
+
+class PlayFailed(PlayError):
+    """Google Play answered with an error."""
 
 
 @dataclass(frozen=True)
@@ -161,12 +172,12 @@ class GooglePlay:
                         raise PlayTokenInvalid(_google_message(text))
                     if resp.status in (401, 403):
                         log.warning("google play refused our credentials", status=resp.status)
-                        raise Unavailable("the Google Play API refused our credentials", code="billing_unavailable")
+                        raise PlayUnavailable("the Google Play API refused our credentials")
                     if resp.status >= 500 and attempt == 1:
                         continue
                     if resp.status >= 300:
                         log.warning("google play error", status=resp.status, message=_google_message(text))
-                        raise AppError("Google Play answered with an error", code="billing_provider_error", status=502)
+                        raise PlayFailed("Google Play answered with an error")
                     if not text.strip():
                         return {}
                     data = await resp.json(content_type=None)
@@ -175,8 +186,8 @@ class GooglePlay:
                 if attempt == 1:
                     continue
                 log.warning("google play unreachable", error=type(err).__name__)
-                raise Unavailable("Google Play is unreachable, try again shortly", code="billing_unavailable") from err
-        raise AppError("Google Play answered with an error", code="billing_provider_error", status=502)
+                raise PlayUnavailable("Google Play is unreachable, try again shortly") from err
+        raise PlayFailed("Google Play answered with an error")
 
 
 def _google_message(text: str) -> str:

@@ -1,6 +1,7 @@
 """Stripe through stripe-python's async client (SDK-NOTES): `StripeClient` on aiohttp with retries, the
 `*_async` methods under `client.v1`, a deterministic idempotency key on every create, and webhook
-signatures checked on the raw body. Everything returned is plain data (dicts), never SDK objects."""
+signatures checked on the raw body. Everything returned is plain data (dicts), never SDK objects, and
+failures are the StripeBillingError types below: what the client is told (status, code) is the caller's."""
 
 from __future__ import annotations
 
@@ -11,10 +12,32 @@ from typing import Any, TypeVar, cast
 import stripe
 import structlog
 
-from core.errors import AppError, BadRequest, Unavailable
-
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+
+
+class StripeBillingError(Exception):
+    """A Stripe call or webhook that did not succeed; the message says what happened."""
+
+
+class StripeUnavailable(StripeBillingError):
+    """Stripe could not be reached (after the SDK's retries)."""
+
+
+class StripeFailed(StripeBillingError):
+    """Stripe answered our request with an error."""
+
+
+class WebhooksNotConfigured(StripeBillingError):
+    """No webhook secret: no event can be verified."""
+
+
+class SignatureInvalid(StripeBillingError):
+    """The Stripe-Signature header does not match the body."""
+
+
+class EventInvalid(StripeBillingError):
+    """A correctly signed body that is not an event."""
 
 
 @dataclass(frozen=True)
@@ -49,15 +72,15 @@ class StripeBilling:
     def construct_event(self, payload: bytes, signature: str | None) -> StripeEvent:
         """Verify the `Stripe-Signature` header on the raw body (tolerance 300 s) and parse the event."""
         if not self._webhook_secret:
-            raise Unavailable("Stripe webhooks are not configured (STRIPE_WEBHOOK_SECRET)", code="billing_disabled")
+            raise WebhooksNotConfigured("Stripe webhooks are not configured (STRIPE_WEBHOOK_SECRET)")
         try:
             event = self._client.construct_event(payload, signature, self._webhook_secret)
         except (stripe.SignatureVerificationError, ValueError) as err:
-            raise BadRequest("the Stripe-Signature does not match this body", code="invalid_signature") from err
+            raise SignatureInvalid("the Stripe-Signature does not match this body") from err
         data = event.to_dict()
         obj = (data.get("data") or {}).get("object")
         if not isinstance(data.get("id"), str) or not isinstance(data.get("type"), str) or not isinstance(obj, dict):
-            raise BadRequest("not a Stripe event", code="invalid_event")
+            raise EventInvalid("not a Stripe event")
         return StripeEvent(id=data["id"], type=data["type"], created=int(data.get("created") or 0), object=obj)
 
     async def create_customer(self, *, user_id: str, email: str, idempotency_key: str) -> str:
@@ -100,12 +123,8 @@ class StripeBilling:
             return await request
         except stripe.APIConnectionError as err:
             log.warning("stripe unreachable", call=what, error=type(err).__name__)
-            raise Unavailable(
-                "the payment provider is unreachable, try again shortly", code="billing_unavailable"
-            ) from err
+            raise StripeUnavailable("the payment provider is unreachable, try again shortly") from err
         except stripe.StripeError as err:
             # The message is Stripe's, about our request (never a card number or a key).
             log.warning("stripe refused a request", call=what, status=err.http_status, error=err.user_message)
-            raise AppError(
-                "the payment provider refused the request", code="billing_provider_error", status=502
-            ) from err
+            raise StripeFailed("the payment provider refused the request") from err

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from services.billing_config import BillingSettings
+from services.billing.config import BillingSettings
 from services.retention import RetentionService
 from services.subscriptions import SubscriptionService
 

@@ -3,7 +3,7 @@ context, appended after the core services in create_app. The keys the handlers r
 handlers/keys.py; the ones only the server uses live here, beside it.
 
 Tests (or an embedding program) may set `app[BILLING_SETTINGS]` before the app starts; otherwise the
-settings come from the environment (services.billing_config.BillingSettings)."""
+settings come from the environment (services.billing.config.BillingSettings)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from handlers.keys import (
     PLAY_SERVICE,
     POOL,
     SIO,
+    STRIPE_WEBHOOKS,
     SUBSCRIPTION_SERVICE,
 )
 from providers.google_play import AccessToken, GooglePlay, ServiceAccountToken, StaticToken
@@ -32,8 +33,9 @@ from scheduler.jobs import build_jobs
 from scheduler.runner import Scheduler
 from server.config import Settings
 from server.keys import CONFIG
-from services.billing import BillingService
-from services.billing_config import BillingSettings
+from services.billing.checkout import BillingService
+from services.billing.config import BillingSettings
+from services.billing.webhooks import StripeWebhooks
 from services.play_billing import PlayBillingService
 from services.retention import RetentionService
 from services.schedule import ScheduledRuns
@@ -93,12 +95,10 @@ async def billing_context(app: web.Application) -> AsyncIterator[None]:
     subscriptions = SubscriptionService(pool=app[POOL], events=events, credits=app[CREDIT_SERVICE], settings=billing)
     app[SUBSCRIPTION_SERVICE] = subscriptions
     app[BILLING_SERVICE] = BillingService(
-        pool=app[POOL],
-        settings=billing,
-        stripe=stripe,
-        subscriptions=subscriptions,
-        credits=app[CREDIT_SERVICE],
-        plans=app[PLANS],
+        pool=app[POOL], settings=billing, stripe=stripe, subscriptions=subscriptions, plans=app[PLANS]
+    )
+    app[STRIPE_WEBHOOKS] = StripeWebhooks(
+        pool=app[POOL], settings=billing, stripe=stripe, subscriptions=subscriptions, credits=app[CREDIT_SERVICE]
     )
     app[PLAY_SERVICE] = PlayBillingService(pool=app[POOL], settings=billing, play=play, subscriptions=subscriptions)
     subscriptions.on_due("google_play", app[PLAY_SERVICE].refresh)

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.billing_config import BillingSettings
+from services.billing.config import BillingSettings
 
 
 class Settings(BillingSettings, BaseSettings):

@@ -19,7 +19,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from core.entities import Principal
 from core.errors import AppError, Conflict, Forbidden, Unauthorized, Unavailable, ValidationFailed
 from core.events import Events
-from providers.firebase_auth import FirebaseIdentity, FirebaseVerifier
+from providers.firebase_auth import FirebaseIdentity, FirebaseTokenInvalid, FirebaseVerifier
 from services import roles
 from services.revoked_sessions import RevokedSessions
 from services.tokens import AccessClaims, TokenSigner, hash_refresh_token, new_refresh_token
@@ -321,15 +321,18 @@ class AuthService:
 
     # --- Firebase ------------------------------------------------------------------------------
 
-    def _require_firebase(self) -> FirebaseVerifier:
+    async def _firebase_identity(self, id_token: str) -> FirebaseIdentity:
         if self._firebase is None:
             raise Unavailable("firebase sign-in is not configured", code="firebase_disabled")
-        return self._firebase
+        try:
+            return await self._firebase.verify(id_token)
+        except FirebaseTokenInvalid as err:
+            raise Unauthorized(str(err), code="invalid_token") from err
 
     async def firebase_sign_in(self, id_token: str, *, ip: str) -> tuple[Session, bool]:
         """Exchange a Firebase ID token for Parlor tokens; returns (session, created)."""
         await self._limiter.hit(self._login_ip_rate, "login-ip", ip)
-        identity = await self._require_firebase().verify(id_token)
+        identity = await self._firebase_identity(id_token)
         async with self._pool.acquire() as conn, conn.transaction():
             user = await self._users.by_firebase_uid(conn, identity.uid)
             created = False
@@ -364,7 +367,7 @@ class AuthService:
             return session, created
 
     async def link_firebase(self, user: Principal, id_token: str) -> Principal:
-        identity = await self._require_firebase().verify(id_token)
+        identity = await self._firebase_identity(id_token)
         async with self._pool.acquire() as conn, conn.transaction():
             owner = await self._users.by_firebase_uid(conn, identity.uid)
             if owner is not None and owner.id != user.id:

@@ -10,6 +10,8 @@ An ACTIVE purchase whose expiry has passed (no renewal seen) is a failed renewal
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -18,8 +20,8 @@ import structlog
 
 from core.entities import Principal, Subscription
 from core.errors import AppError, Conflict, Unavailable, ValidationFailed
-from providers.google_play import GooglePlay, PlaySubscription, PlayTokenInvalid
-from services.billing_config import BillingSettings
+from providers.google_play import GooglePlay, PlayError, PlayFailed, PlaySubscription, PlayTokenInvalid, PlayUnavailable
+from services.billing.config import BillingSettings
 from services.subscriptions import PlanChange, SubscriptionOwnedByOther, SubscriptionService, SubscriptionState
 from storage.subscriptions import ENTITLED, SubscriptionStore
 
@@ -32,6 +34,17 @@ ACKNOWLEDGEABLE = {
     "SUBSCRIPTION_STATE_ON_HOLD",
     "SUBSCRIPTION_STATE_CANCELED",
 }
+
+
+@contextmanager
+def play_call_errors() -> Iterator[None]:
+    """Around a call to Google Play: unreachable (or our credentials refused) is 503, an error 502."""
+    try:
+        yield
+    except PlayUnavailable as err:
+        raise Unavailable(str(err), code="billing_unavailable") from err
+    except PlayFailed as err:
+        raise AppError(str(err), code="billing_provider_error", status=502) from err
 
 
 def play_state(
@@ -125,7 +138,8 @@ class PlayBillingService:
             log.warning("play purchase token of another user", user_id=str(user.id))
             raise Conflict("this purchase belongs to another account", code="purchase_token_in_use")
         try:
-            purchase = await play.get_subscription(purchase_token)
+            with play_call_errors():
+                purchase = await play.get_subscription(purchase_token)
         except PlayTokenInvalid as err:
             raise ValidationFailed(
                 "purchase_token: Google Play does not know this purchase",
@@ -144,7 +158,8 @@ class PlayBillingService:
         )
         if not purchase.acknowledged and purchase.state in ACKNOWLEDGEABLE:
             # Before storing: if this fails the client retries verify, and nothing was granted yet.
-            await play.acknowledge(product_id=product_id, purchase_token=purchase_token)
+            with play_call_errors():
+                await play.acknowledge(product_id=product_id, purchase_token=purchase_token)
             log.info("play purchase acknowledged", user_id=str(user.id), product_id=product_id)
         changes: list[PlanChange | None] = []
         try:
@@ -183,7 +198,7 @@ class PlayBillingService:
         except PlayTokenInvalid:
             log.info("play no longer knows a purchase; the stored dates decide", subscription_id=str(row.id))
             return None
-        except AppError:
+        except PlayError:
             return None
         return play_state(
             purchase, token=row.external_id, plan=row.plan, period=row.period, now=now, grace=self._settings.grace

@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from services.billing_config import BillingSettings
+from services.billing.config import BillingSettings
 from services.plans import Plans
 from storage.billing import BillingEventStore
 from storage.job_runs import JobRunStore

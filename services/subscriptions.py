@@ -17,7 +17,7 @@ import structlog
 from core.entities import Subscription, SubscriptionState
 from core.errors import AppError, NotFound
 from core.events import Events, PlanEvent
-from services.billing_config import BillingSettings
+from services.billing.config import BillingSettings
 from services.credits import CreditService
 from storage.subscriptions import ENTITLED, SubscriptionStore
 from storage.users import UserStore

@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from handlers.keys import BILLING_SETTINGS
 from server.app import create_app
 from server.config import Settings
-from services.billing_config import BillingSettings
+from services.billing.config import BillingSettings
 from tests.fakes.stripe import API_KEY, WEBHOOK_SECRET, Failure, FakeStripe, event, sign
 from tests.helpers import Inbox, bearer, connect_socket, register
 
@@ -635,3 +635,22 @@ async def test_credit_packs_and_admin_plan(client: Any, settings: Any) -> None:
     assert bad.status == 422 and (await bad.json())["error"]["details"][0]["field"] == "plan"
     audit = await (await client.get("/api/v1/admin/audit-log", headers=bearer(admin))).json()
     assert [e["action"] for e in audit["items"] if e["target_id"] == user["user"]["id"]][:2] == ["user.plan"] * 2
+
+
+async def test_malformed_objects_are_recorded_and_ignored(
+    client: TestClient, fake_stripe: FakeStripe, db: asyncpg.Connection
+) -> None:
+    """Fields of the wrong type read as absent (services.billing.stripe_objects): the event is ignored."""
+    user = await register(client)
+    completed = fake_stripe.complete_checkout((await start_checkout(client, user))["id"])
+    customer = completed["customer"]
+    bodies = [
+        event("checkout.session.completed", {**completed, "id": 42}),
+        event("checkout.session.completed", {**completed, "metadata": "premium", "subscription": ["sub_1"]}),
+        event("customer.subscription.updated", {"id": "sub_1", "customer": {"id": customer}, "status": ["active"]}),
+        event("invoice.paid", {"object": "invoice", "customer": customer, "amount_paid": 999}),
+    ]
+    for body in bodies:
+        assert await deliver_ok(client, body) == {"received": True, "duplicate": False}
+        assert await outcome_of(db, body) == "ignored"
+    assert await plan_of(db, user) == "free" and await subscriptions_of(db, user) == []

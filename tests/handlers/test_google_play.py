@@ -18,7 +18,7 @@ from handlers.keys import BILLING_SETTINGS
 from server.app import create_app
 from server.billing_wiring import SCHEDULER
 from server.config import Settings
-from services.billing_config import BillingSettings
+from services.billing.config import BillingSettings
 from tests.fakes.google_play import ACCESS_TOKEN, PACKAGE, FakePlay, Purchase
 from tests.helpers import Inbox, bearer, connect_socket, register
 

@@ -27,7 +27,7 @@ from scheduler.runner import slot_of
 from server.app import create_app
 from server.billing_wiring import SCHEDULED_RUNS, SCHEDULER
 from server.config import Settings
-from services.billing_config import BillingSettings
+from services.billing.config import BillingSettings
 from services.schedule import RunOutcome
 from tests.helpers import free_port, register
 

@@ -179,6 +179,18 @@ class Subscription(SubscriptionState):
 
 
 @dataclass(frozen=True)
+class CreditChange:
+    """A change to a user's credit balance, applied at most once per idempotency key."""
+
+    user_id: UUID
+    delta: int  # negative to spend
+    reason: str
+    idempotency_key: str
+    ref_type: str | None = None
+    ref_id: str | None = None
+
+
+@dataclass(frozen=True)
 class LedgerEntry:
     """One change to a user's credit balance, applied once per idempotency key."""
 
@@ -190,3 +202,28 @@ class LedgerEntry:
     ref_type: str | None
     ref_id: str | None
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """An uploaded file: what its row says. Its bytes are in the blob store under `blob_key` (and an image's
+    thumbnail under `thumb_key`)."""
+
+    id: UUID
+    user_id: UUID
+    category: str
+    content_type: str
+    size: int
+    stored_bytes: int
+    width: int | None
+    height: int | None
+    filename: str
+    blob_key: str
+    thumb_key: str | None
+    etag: str
+    attached_at: datetime | None
+    created_at: datetime
+
+    @property
+    def is_image(self) -> bool:
+        return self.content_type.startswith("image/")

@@ -8,7 +8,7 @@ from uuid import UUID
 
 import asyncpg
 
-from core.entities import LedgerEntry, Principal
+from core.entities import CreditChange, LedgerEntry, Principal
 from core.errors import AppError, Forbidden, NotFound
 from core.events import CreditsEvent, Events
 from storage.audit import AuditStore
@@ -24,29 +24,11 @@ class CreditService:
         self._users = UserStore()
         self._audit = AuditStore()
 
-    async def apply_in(
-        self,
-        conn: asyncpg.Connection,
-        *,
-        user_id: UUID,
-        delta: int,
-        reason: str,
-        idempotency_key: str,
-        ref_type: str | None = None,
-        ref_id: str | None = None,
-    ) -> tuple[int, bool]:
+    async def apply_in(self, conn: asyncpg.Connection, change: CreditChange) -> tuple[int, bool]:
         """Inside the caller's transaction. Raises AppError `insufficient_credits` (402) when spending
         more than the balance. Returns (balance, applied); applied is False for a repeated key."""
         try:
-            return await self._store.apply(
-                conn,
-                user_id=user_id,
-                delta=delta,
-                reason=reason,
-                idempotency_key=idempotency_key,
-                ref_type=ref_type,
-                ref_id=ref_id,
-            )
+            return await self._store.apply(conn, change)
         except InsufficientCredits as err:
             raise AppError("not enough credits", code="insufficient_credits", status=402) from err
 
@@ -65,12 +47,14 @@ class CreditService:
                     raise NotFound("user not found")
                 balance, applied = await self.apply_in(
                     conn,
-                    user_id=user_id,
-                    delta=amount,
-                    reason="admin_grant",
-                    idempotency_key=f"admin:{idempotency_key}",
-                    ref_type="admin",
-                    ref_id=str(actor.id),
+                    CreditChange(
+                        user_id=user_id,
+                        delta=amount,
+                        reason="admin_grant",
+                        idempotency_key=f"admin:{idempotency_key}",
+                        ref_type="admin",
+                        ref_id=str(actor.id),
+                    ),
                 )
                 if applied:
                     await self._audit.record(

@@ -14,6 +14,7 @@ from uuid import UUID
 import asyncpg
 import structlog
 
+from core.entities import CreditChange
 from core.errors import AppError
 from core.events import Events, QuotaEvent
 from core.timefmt import iso
@@ -74,12 +75,14 @@ class QuotaService:
         try:
             balance, _ = await self._credits.apply_in(
                 conn,
-                user_id=user_id,
-                delta=-1,
-                reason="message",
-                idempotency_key=f"message:{message_id}",
-                ref_type="message",
-                ref_id=str(message_id),
+                CreditChange(
+                    user_id=user_id,
+                    delta=-1,
+                    reason="message",
+                    idempotency_key=f"message:{message_id}",
+                    ref_type="message",
+                    ref_id=str(message_id),
+                ),
             )
         except AppError as err:
             raise QuotaExceeded(
@@ -110,12 +113,14 @@ class QuotaService:
                 if refund.kind == "credit":
                     balance, _ = await self._credits.apply_in(
                         conn,
-                        user_id=refund.user_id,
-                        delta=1,
-                        reason="refund",
-                        idempotency_key=f"refund:{refund.message_id}",
-                        ref_type="message",
-                        ref_id=str(refund.message_id),
+                        CreditChange(
+                            user_id=refund.user_id,
+                            delta=1,
+                            reason="refund",
+                            idempotency_key=f"refund:{refund.message_id}",
+                            ref_type="message",
+                            ref_id=str(refund.message_id),
+                        ),
                     )
                     balances[refund.user_id] = balance
                 await self._usage.uncount(conn, refund)

@@ -7,7 +7,7 @@ from uuid import UUID
 
 import asyncpg
 
-from core.entities import LedgerEntry
+from core.entities import CreditChange, LedgerEntry
 
 # Spending only succeeds while the balance covers it: the check and the write are one statement.
 APPLY = """
@@ -38,22 +38,19 @@ class CreditStore:
     async def apply(
         self,
         conn: asyncpg.Connection,
-        *,
-        user_id: UUID,
-        delta: int,
-        reason: str,
-        idempotency_key: str,
-        ref_type: str | None = None,
-        ref_id: str | None = None,
+        change: CreditChange,
     ) -> tuple[int, bool]:
-        """Add `delta` (negative to spend) exactly once per idempotency key. Returns (balance, applied);
-        raises InsufficientCredits when spending more than the balance. Must run in a transaction."""
-        if await conn.fetchval(ENTRY_BY_KEY, user_id, idempotency_key) is not None:
-            return await self.balance(conn, user_id), False
-        balance = await conn.fetchval(APPLY, user_id, delta)
+        """Add `change.delta` exactly once per idempotency key. Returns (balance, applied); raises
+        InsufficientCredits when spending more than the balance. Must run in a transaction."""
+        c = change
+        if await conn.fetchval(ENTRY_BY_KEY, c.user_id, c.idempotency_key) is not None:
+            return await self.balance(conn, c.user_id), False
+        balance = await conn.fetchval(APPLY, c.user_id, c.delta)
         if balance is None:
             raise InsufficientCredits
-        inserted = await conn.fetchval(INSERT_ENTRY, user_id, delta, balance, reason, idempotency_key, ref_type, ref_id)
+        inserted = await conn.fetchval(
+            INSERT_ENTRY, c.user_id, c.delta, balance, c.reason, c.idempotency_key, c.ref_type, c.ref_id
+        )
         if inserted is None:
             # A concurrent transaction applied the same key first: undo ours by failing the transaction.
             raise asyncpg.UniqueViolationError("duplicate credit idempotency key")

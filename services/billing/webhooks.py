@@ -16,6 +16,7 @@ from uuid import UUID
 import asyncpg
 import structlog
 
+from core.entities import CreditChange
 from providers.stripe_billing import StripeBilling, StripeEvent
 from services.billing.config import PERIODS, BillingSettings
 from services.billing.errors import require_stripe, webhook_errors
@@ -182,12 +183,14 @@ class StripeWebhooks:
                 return "ignored"
             balance, applied = await self._credits.apply_in(
                 conn,
-                user_id=owner,
-                delta=credits,
-                reason="purchase",
-                idempotency_key=f"stripe:{session_id}",
-                ref_type="stripe_checkout",
-                ref_id=session_id,
+                CreditChange(
+                    user_id=owner,
+                    delta=credits,
+                    reason="purchase",
+                    idempotency_key=f"stripe:{session_id}",
+                    ref_type="stripe_checkout",
+                    ref_id=session_id,
+                ),
             )
             if applied:
                 effects.balances.append((owner, balance))

@@ -9,6 +9,7 @@ import uuid
 import asyncpg
 import pytest
 
+from core.entities import CreditChange
 from storage.credits import CreditStore, InsufficientCredits
 from tests.storage.factories import make_user, wait_until_blocked
 
@@ -18,9 +19,8 @@ store = CreditStore()
 async def apply(pool: asyncpg.Pool, user_id: uuid.UUID, delta: int, key: str | None = None) -> tuple[int, bool]:
     """One change in its own transaction, as the credit service makes it."""
     async with pool.acquire() as conn, conn.transaction():
-        return await store.apply(
-            conn, user_id=user_id, delta=delta, reason="test", idempotency_key=key or str(uuid.uuid4())
-        )
+        change = CreditChange(user_id=user_id, delta=delta, reason="test", idempotency_key=key or str(uuid.uuid4()))
+        return await store.apply(conn, change)
 
 
 async def new_user(pool: asyncpg.Pool, balance: int = 0) -> uuid.UUID:
@@ -42,7 +42,10 @@ async def test_grant_spend_and_the_ledger(pool: asyncpg.Pool) -> None:
     assert await apply(pool, user_id, 100, "purchase-1") == (100, True)
     async with pool.acquire() as conn, conn.transaction():
         assert await store.apply(
-            conn, user_id=user_id, delta=-30, reason="message", idempotency_key="msg-1", ref_type="message", ref_id="m1"
+            conn,
+            CreditChange(
+                user_id=user_id, delta=-30, reason="message", idempotency_key="msg-1", ref_type="message", ref_id="m1"
+            ),
         ) == (70, True)
     async with pool.acquire() as conn:
         assert await store.balance(conn, user_id) == 70
@@ -94,7 +97,8 @@ async def test_concurrent_spending_never_goes_below_zero(pool: asyncpg.Pool) -> 
     async def spend() -> bool:
         try:
             async with pool.acquire() as conn, conn.transaction():
-                await store.apply(conn, user_id=user_id, delta=-1, reason="message", idempotency_key=str(uuid.uuid4()))
+                change = CreditChange(user_id=user_id, delta=-1, reason="message", idempotency_key=str(uuid.uuid4()))
+                await store.apply(conn, change)
                 await asyncio.sleep(0.005)  # hold the user row while the others queue for it
             return True
         except InsufficientCredits:
@@ -127,7 +131,7 @@ async def test_concurrent_uses_of_one_key_apply_once(pool: asyncpg.Pool) -> None
         try:
             async with pool.acquire() as conn, conn.transaction():
                 _, applied = await store.apply(
-                    conn, user_id=user_id, delta=-7, reason="message", idempotency_key="same-key"
+                    conn, CreditChange(user_id=user_id, delta=-7, reason="message", idempotency_key="same-key")
                 )
                 await asyncio.sleep(0.005)
             return applied
@@ -149,10 +153,15 @@ async def test_a_racing_duplicate_key_rolls_its_update_back(pool: asyncpg.Pool) 
     async with pool.acquire() as first, pool.acquire() as second:
         tx = first.transaction()
         await tx.start()
-        assert await store.apply(first, user_id=user_id, delta=-4, reason="m", idempotency_key="k") == (6, True)
+        assert await store.apply(first, CreditChange(user_id=user_id, delta=-4, reason="m", idempotency_key="k")) == (
+            6,
+            True,
+        )
         second_tx = second.transaction()
         await second_tx.start()
-        racing = asyncio.create_task(store.apply(second, user_id=user_id, delta=-4, reason="m", idempotency_key="k"))
+        racing = asyncio.create_task(
+            store.apply(second, CreditChange(user_id=user_id, delta=-4, reason="m", idempotency_key="k"))
+        )
         await wait_until_blocked(pool, second.get_server_pid())  # on the user row the first one updated
         await tx.commit()
         with pytest.raises(asyncpg.UniqueViolationError):

@@ -87,7 +87,13 @@ def send_error(data: Any) -> dict[str, Any] | None:
     return None
 
 
-def create_sio(redis_url: str | None, prefix: str) -> socketio.AsyncServer:
+def _chat_id(data: Any) -> str | None:
+    """The `session_id` a payload names, or None when it names none."""
+    session_id = data.get("session_id") if isinstance(data, dict) else None
+    return session_id if isinstance(session_id, str) else None
+
+
+def _server(redis_url: str | None, prefix: str) -> socketio.AsyncServer:
     manager = None
     if redis_url:
         manager = socketio.AsyncRedisManager(
@@ -96,7 +102,7 @@ def create_sio(redis_url: str | None, prefix: str) -> socketio.AsyncServer:
             redis_options={"socket_keepalive": True, "health_check_interval": 30},
         )
     # The options of realtime/server.py, so the floor is our own stack as configured.
-    sio = socketio.AsyncServer(
+    return socketio.AsyncServer(
         async_mode="aiohttp",
         client_manager=manager,
         cors_allowed_origins="*",
@@ -105,75 +111,90 @@ def create_sio(redis_url: str | None, prefix: str) -> socketio.AsyncServer:
         logger=False,
         engineio_logger=False,
     )
-    sessions: dict[str, Session] = {}
 
-    def session(session_id: str) -> Session:
-        found = sessions.get(session_id)
+
+class Relay:
+    """Parlor's chat events on `sio`, with the chats in memory."""
+
+    def __init__(self, sio: socketio.AsyncServer) -> None:
+        self.sio = sio
+        self.sessions: dict[str, Session] = {}
+
+    def session(self, session_id: str) -> Session:
+        found = self.sessions.get(session_id)
         if found is None:
-            found = sessions[session_id] = Session(session_id)
+            found = self.sessions[session_id] = Session(session_id)
         return found
 
-    @sio.event
-    async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+    async def connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         token = auth.get("token") if isinstance(auth, dict) else None
         if not isinstance(token, str) or not token:
             raise socketio.exceptions.ConnectionRefusedError(
                 "missing access token: connect with auth {token}", {"code": "unauthorized"}
             )
         # Any token is accepted; it names the user.
-        await sio.save_session(sid, {"user_id": token, "chats": set()})
-        await sio.enter_room(sid, f"user:{token}")
+        await self.sio.save_session(sid, {"user_id": token, "chats": set()})
+        await self.sio.enter_room(sid, f"user:{token}")
 
-    @sio.on("chat:join")
-    async def join(sid: str, data: Any = None) -> dict[str, Any]:
-        if not isinstance(data, dict) or not isinstance(data.get("session_id"), str):
+    async def join(self, sid: str, data: Any = None) -> dict[str, Any]:
+        chat_id = _chat_id(data)
+        if chat_id is None:
             return _invalid("session_id: required")
-        await sio.enter_room(sid, f"chat:{data['session_id']}")
-        (await sio.get_session(sid))["chats"].add(data["session_id"])
-        return _ok(session=session(data["session_id"]).public())
+        await self.sio.enter_room(sid, f"chat:{chat_id}")
+        (await self.sio.get_session(sid))["chats"].add(chat_id)
+        return _ok(session=self.session(chat_id).public())
 
-    @sio.on("chat:leave")
-    async def leave(sid: str, data: Any = None) -> dict[str, Any]:
-        if not isinstance(data, dict) or not isinstance(data.get("session_id"), str):
+    async def leave(self, sid: str, data: Any = None) -> dict[str, Any]:
+        chat_id = _chat_id(data)
+        if chat_id is None:
             return _invalid("session_id: required")
-        await sio.leave_room(sid, f"chat:{data['session_id']}")
-        (await sio.get_session(sid))["chats"].discard(data["session_id"])
+        await self.sio.leave_room(sid, f"chat:{chat_id}")
+        (await self.sio.get_session(sid))["chats"].discard(chat_id)
         return _ok()
 
-    @sio.on("message:send")
-    async def send(sid: str, data: Any = None) -> dict[str, Any]:
+    async def send(self, sid: str, data: Any = None) -> dict[str, Any]:
         error = send_error(data)
         if error is not None:
             return error
-        user_id = (await sio.get_session(sid))["user_id"]
-        s = session(data["session_id"])
+        user_id = (await self.sio.get_session(sid))["user_id"]
+        s = self.session(data["session_id"])
         message, duplicate = s.store(data["client_id"], data["content"])
         if duplicate:
             return _ok(message=message, duplicate=True)
         # Once to each socket of the user and each socket in the chat room, as Parlor does.
-        await sio.emit("message:new", {"message": message}, room=[f"user:{user_id}", f"chat:{s.id}"])
+        await self.sio.emit("message:new", {"message": message}, room=[f"user:{user_id}", f"chat:{s.id}"])
         return _ok(message=message, duplicate=False)
 
-    @sio.on("sync")
-    async def sync(sid: str, data: Any = None) -> dict[str, Any]:
-        if not isinstance(data, dict) or not isinstance(data.get("session_id"), str):
+    async def sync(self, sid: str, data: Any = None) -> dict[str, Any]:
+        chat_id = _chat_id(data)
+        if chat_id is None:
             return _invalid("session_id: required")
         after = data.get("after_seq")
         if not isinstance(after, int) or isinstance(after, bool) or after < 0:
             return _invalid("after_seq: required")
-        s = session(data["session_id"])
+        s = self.session(chat_id)
         rows = s.messages[after : after + SYNC_PAGE + 1]  # seq n is at index n-1
         return _ok(messages=rows[:SYNC_PAGE], has_more=len(rows) > SYNC_PAGE, last_seq=s.last_seq, streams=[])
 
-    @sio.on("typing")
-    async def typing(sid: str, data: Any = None) -> dict[str, Any]:
-        if not isinstance(data, dict) or not isinstance(data.get("session_id"), str):
+    async def typing(self, sid: str, data: Any = None) -> dict[str, Any]:
+        chat_id = _chat_id(data)
+        if chat_id is None:
             return _invalid("session_id: required")
-        user_id = (await sio.get_session(sid))["user_id"]
-        payload = {"session_id": data["session_id"], "user_id": user_id, "typing": bool(data.get("typing"))}
-        await sio.emit("typing", payload, room=f"chat:{data['session_id']}", skip_sid=sid)
+        user_id = (await self.sio.get_session(sid))["user_id"]
+        payload = {"session_id": chat_id, "user_id": user_id, "typing": bool(data.get("typing"))}
+        await self.sio.emit("typing", payload, room=f"chat:{chat_id}", skip_sid=sid)
         return _ok()
 
+
+def create_sio(redis_url: str | None, prefix: str) -> socketio.AsyncServer:
+    sio = _server(redis_url, prefix)
+    relay = Relay(sio)
+    sio.on("connect", relay.connect)
+    sio.on("chat:join", relay.join)
+    sio.on("chat:leave", relay.leave)
+    sio.on("message:send", relay.send)
+    sio.on("sync", relay.sync)
+    sio.on("typing", relay.typing)
     return sio
 
 

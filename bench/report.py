@@ -120,102 +120,126 @@ def _aim_throughput(t: Table, key: str, getter: Getter) -> str:
 
 def build(results: Results, targets: list[str], sizes: Any) -> str:
     t = Table(results, targets, sizes)
-    s = sizes
-
-    if "idle" in results:
-        g = _get("kib_per_socket")
-        parlor, py = t.value("idle", "parlor", g), t.value("idle", "py-relay", g)
-        r = _ratio(parlor, py)
-        aim = "≤1.5x py" + ("" if r is None else (": met" if r <= 1.5 else ": NOT met"))
-        t.add(f"1 idle, {s.idle_sockets:,} sockets", "KiB RSS per socket", "idle", g, 1, aim)
-        t.add("", "connects/s (auth'd)", "idle", _get("connects_per_s"), 0)
-        t.cpu_row("idle")
-
-    if "fanout" in results:
-        g = _get("deliveries_per_s")
-        t.add(
-            f"2 fan-out, room of {s.fanout_receivers:,}",
-            "deliveries/s",
-            "fanout",
-            g,
-            0,
-            _aim_throughput(t, "fanout", g),
-        )
-        t.add("", "p50 latency ms", "fanout", _get("latency", "p50_ms"), 1)
-        t.add("", "p99 latency ms", "fanout", _get("latency", "p99_ms"), 1)
-        t.cpu_row("fanout")
-
-    if "durable" in results:
-        g = _get("acks_per_s")
-        t.add(f"3 durable, {s.durable_clients:,} clients", "acks/s", "durable", g, 0, _aim_throughput(t, "durable", g))
-        t.add("", "p50 ack ms", "durable", _get("latency", "p50_ms"), 1)
-        t.add("", "p99 ack ms", "durable", _get("latency", "p99_ms"), 1)
-        check = (t.cell("durable", "parlor") or {}).get("durable_check")
-        if check:
-            ok = check["in_postgres"] == check["acked"]
-            t.add_text(
-                "",
-                "acked msgs in PostgreSQL",
-                [f"{check['in_postgres']:,}/{check['acked']:,}", "n/a", "n/a"],
-                "all: " + ("met" if ok else "NOT met"),
-            )
-        t.cpu_row("durable")
-
-    if "storm" in results:
-        readers = s.storm_users * s.storm_readers_per_user
-        t.add(f"4 storm, {readers:,} sockets", "s until all current", "storm", _get("seconds_until_all_current"), 2)
-        t.add("", "s until half current", "storm", _get("seconds_until_half_current"), 2)
-        lost = [t.value("storm", x, _get("messages_lost")) for x in TARGETS]
-        cells = ["" if x not in targets else _fmt(v, 0) for x, v in zip(TARGETS, lost, strict=True)]
-        parlor_lost = lost[0]
-        aim = "0" + ("" if parlor_lost is None else (": met" if parlor_lost == 0 else ": NOT met"))
-        t.add_text("", "messages lost (synced sockets)", cells, aim)
-        t.add("", f"sockets not back in {s.storm_seconds:.0f} s", "storm", _get("readers_not_back"), 0)
-        t.cpu_row("storm")
-
-    if "fanout2" in results or "durable2" in results:
-        for key, base, figure, g in (
-            ("fanout2", "fanout", "fan-out deliveries/s", _get("deliveries_per_s")),
-            ("durable2", "durable", "durable acks/s", _get("acks_per_s")),
-        ):
-            if key not in results:
-                continue
-            t.add("5 two processes + Redis", figure, key, g, 0)
-            ratios = {x: _ratio(t.value(key, x, g), t.value(base, x, g)) for x in TARGETS}
-            t.rows.append(
-                [
-                    "",
-                    "  ratio 2 processes / 1",
-                    *("" if x not in targets else _fmt(ratios[x], 2) for x in TARGETS),
-                    _fmt(_ratio(ratios["parlor"], ratios["py-relay"]), 2),
-                    _fmt(_ratio(ratios["parlor"], ratios["node-relay"]), 2),
-                    "",
-                ]
-            )
-            t.cpu_row(key)
-
-    # Anything that went wrong or was not clean goes under the table, not into a silent figure.
-    for key, per_target in results.items():
-        for target, result in per_target.items():
-            field = HEADLINE.get(key)
-            if target not in TARGETS and field and result.get(field) is not None:
-                # A diagnostic target (--targets lean) has no column: its headline figure goes here.
-                parlor = (per_target.get("parlor") or {}).get(field)
-                ratio = _ratio(parlor, result[field]) if parlor is not None else None
-                t.notes.append(
-                    f"{key} / {target} (diagnostic): {field} = {result[field]:,.1f}"
-                    + ("" if ratio is None else f", Parlor/{target} = {ratio:.2f}")
-                )
-            if result.get("rounds"):
-                figures = " · ".join("failed" if v is None else f"{v:,.1f}" for v in result["rounds"])
-                t.notes.append(f"{key} / {target}: {result['rounds_field']} by round: {figures}")
-            if "error" in result:
-                t.notes.append(f"{key} / {target}: {result['error']}")
-            for field in ("errors", "missing_deliveries", "duplicate_deliveries", "failed"):
-                if result.get(field):
-                    t.notes.append(f"{key} / {target}: {field} = {result[field]}")
-            if key == "storm" and result.get("seconds_until_all_current") is None and "error" not in result:
-                t.notes.append(
-                    f"storm / {target}: only {result.get('current')}/{result.get('readers')} current at the deadline"
-                )
+    for scenario in (_idle, _fanout, _durable, _storm, _two_processes):
+        scenario(t)
+    _notes(t)
     return t.render()
+
+
+def _idle(t: Table) -> None:
+    if "idle" not in t.results:
+        return
+    g = _get("kib_per_socket")
+    parlor, py = t.value("idle", "parlor", g), t.value("idle", "py-relay", g)
+    r = _ratio(parlor, py)
+    aim = "≤1.5x py" + ("" if r is None else (": met" if r <= 1.5 else ": NOT met"))
+    t.add(f"1 idle, {t.sizes.idle_sockets:,} sockets", "KiB RSS per socket", "idle", g, 1, aim)
+    t.add("", "connects/s (auth'd)", "idle", _get("connects_per_s"), 0)
+    t.cpu_row("idle")
+
+
+def _fanout(t: Table) -> None:
+    if "fanout" not in t.results:
+        return
+    g = _get("deliveries_per_s")
+    t.add(
+        f"2 fan-out, room of {t.sizes.fanout_receivers:,}",
+        "deliveries/s",
+        "fanout",
+        g,
+        0,
+        _aim_throughput(t, "fanout", g),
+    )
+    t.add("", "p50 latency ms", "fanout", _get("latency", "p50_ms"), 1)
+    t.add("", "p99 latency ms", "fanout", _get("latency", "p99_ms"), 1)
+    t.cpu_row("fanout")
+
+
+def _durable(t: Table) -> None:
+    if "durable" not in t.results:
+        return
+    g = _get("acks_per_s")
+    t.add(
+        f"3 durable, {t.sizes.durable_clients:,} clients", "acks/s", "durable", g, 0, _aim_throughput(t, "durable", g)
+    )
+    t.add("", "p50 ack ms", "durable", _get("latency", "p50_ms"), 1)
+    t.add("", "p99 ack ms", "durable", _get("latency", "p99_ms"), 1)
+    check = (t.cell("durable", "parlor") or {}).get("durable_check")
+    if check:
+        ok = check["in_postgres"] == check["acked"]
+        t.add_text(
+            "",
+            "acked msgs in PostgreSQL",
+            [f"{check['in_postgres']:,}/{check['acked']:,}", "n/a", "n/a"],
+            "all: " + ("met" if ok else "NOT met"),
+        )
+    t.cpu_row("durable")
+
+
+def _storm(t: Table) -> None:
+    if "storm" not in t.results:
+        return
+    s = t.sizes
+    readers = s.storm_users * s.storm_readers_per_user
+    t.add(f"4 storm, {readers:,} sockets", "s until all current", "storm", _get("seconds_until_all_current"), 2)
+    t.add("", "s until half current", "storm", _get("seconds_until_half_current"), 2)
+    lost = [t.value("storm", x, _get("messages_lost")) for x in TARGETS]
+    cells = ["" if x not in t.targets else _fmt(v, 0) for x, v in zip(TARGETS, lost, strict=True)]
+    parlor_lost = lost[0]
+    aim = "0" + ("" if parlor_lost is None else (": met" if parlor_lost == 0 else ": NOT met"))
+    t.add_text("", "messages lost (synced sockets)", cells, aim)
+    t.add("", f"sockets not back in {s.storm_seconds:.0f} s", "storm", _get("readers_not_back"), 0)
+    t.cpu_row("storm")
+
+
+def _two_processes(t: Table) -> None:
+    for key, base, figure, g in (
+        ("fanout2", "fanout", "fan-out deliveries/s", _get("deliveries_per_s")),
+        ("durable2", "durable", "durable acks/s", _get("acks_per_s")),
+    ):
+        if key not in t.results:
+            continue
+        t.add("5 two processes + Redis", figure, key, g, 0)
+        ratios = {x: _ratio(t.value(key, x, g), t.value(base, x, g)) for x in TARGETS}
+        t.rows.append(
+            [
+                "",
+                "  ratio 2 processes / 1",
+                *("" if x not in t.targets else _fmt(ratios[x], 2) for x in TARGETS),
+                _fmt(_ratio(ratios["parlor"], ratios["py-relay"]), 2),
+                _fmt(_ratio(ratios["parlor"], ratios["node-relay"]), 2),
+                "",
+            ]
+        )
+        t.cpu_row(key)
+
+
+def _notes(t: Table) -> None:
+    """Anything that went wrong or was not clean goes under the table, not into a silent figure."""
+    for key, per_target in t.results.items():
+        for target, result in per_target.items():
+            t.notes.extend(_result_notes(key, target, result, per_target))
+
+
+def _result_notes(key: str, target: str, result: dict[str, Any], per_target: dict[str, Any]) -> list[str]:
+    notes = []
+    field = HEADLINE.get(key)
+    if target not in TARGETS and field and result.get(field) is not None:
+        # A diagnostic target (--targets lean) has no column: its headline figure goes here.
+        parlor = (per_target.get("parlor") or {}).get(field)
+        ratio = _ratio(parlor, result[field]) if parlor is not None else None
+        notes.append(
+            f"{key} / {target} (diagnostic): {field} = {result[field]:,.1f}"
+            + ("" if ratio is None else f", Parlor/{target} = {ratio:.2f}")
+        )
+    if result.get("rounds"):
+        figures = " · ".join("failed" if v is None else f"{v:,.1f}" for v in result["rounds"])
+        notes.append(f"{key} / {target}: {result['rounds_field']} by round: {figures}")
+    if "error" in result:
+        notes.append(f"{key} / {target}: {result['error']}")
+    for name in ("errors", "missing_deliveries", "duplicate_deliveries", "failed"):
+        if result.get(name):
+            notes.append(f"{key} / {target}: {name} = {result[name]}")
+    if key == "storm" and result.get("seconds_until_all_current") is None and "error" not in result:
+        notes.append(f"storm / {target}: only {result.get('current')}/{result.get('readers')} current at the deadline")
+    return notes

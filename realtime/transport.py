@@ -250,7 +250,7 @@ async def _wait(self: AsyncSocket, ws: Any) -> Any:
     return data
 
 
-async def _websocket_handler(self: AsyncSocket, ws: Any) -> None:
+async def _websocket_handler(self: AsyncSocket, ws: Any) -> None:  # noqa: C901 - mirrors engine.io's own handler
     """AsyncSocket._websocket_handler: one read loop, direct writes, fast JSON events (see above)."""
     if self.connected:
         if not await _upgrade_handshake(self, ws):
@@ -304,7 +304,7 @@ async def _websocket_handler(self: AsyncSocket, ws: Any) -> None:
     await asyncio.shield(closing)
 
 
-def _install_fast_events(sio: socketio.AsyncServer) -> None:
+def _install_fast_events(sio: socketio.AsyncServer) -> None:  # noqa: C901 - mirrors python-socketio's dispatch
     """Let the read loop hand JSON events to the default namespace straight to `sio`'s handlers."""
     if not sio.async_handlers:
         return  # the fast path runs each event in its own task, as async_handlers does

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from core import limits
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 V2 = "chara_card_v2"
 V3 = "chara_card_v3"
@@ -36,16 +38,15 @@ V1 = "chara_card_v1"
 # Keywords of the text chunks that may hold a card, the preferred first.
 CARD_KEYWORDS = ("ccv3", "chara")
 
-# The persona API's limits (handlers/personas.py): an imported card is clipped to fit them.
-NAME_MAX = 80
-DESCRIPTION_MAX = 2000
-PERSONALITY_MAX = 8000
-GREETING_MAX = 2000
-TAG_MAX = 32
-TAGS_MAX = 20
-# The knowledge API's limits (handlers/knowledge.py) for the entries a character book becomes.
-TITLE_MAX = 200
-ENTRY_MAX = 200_000
+# The persona and knowledge APIs' limits: an imported card is clipped to fit them.
+NAME_MAX = limits.PERSONA_NAME_MAX
+DESCRIPTION_MAX = limits.PERSONA_DESCRIPTION_MAX
+PERSONALITY_MAX = limits.PERSONA_PERSONALITY_MAX
+GREETING_MAX = limits.PERSONA_GREETING_MAX
+TAG_MAX = limits.TAG_MAX
+TAGS_MAX = limits.TAGS_MAX
+TITLE_MAX = limits.KNOWLEDGE_TITLE_MAX
+ENTRY_MAX = limits.KNOWLEDGE_TEXT_MAX
 BOOK_ENTRIES_MAX = 500
 
 # Sections of Parlor's personality made from a card's fields, in order. Only `personality` set: it is
@@ -333,15 +334,8 @@ def persona_fields(card: Card) -> PersonaFields:
                 sections.setdefault(label, []).append(text)
         personality = "\n\n".join(f"{label}:\n" + "\n\n".join(texts) for label, texts in sections.items())
 
-    tags: dict[str, None] = {}
-    for tag in card.tags:
-        cleaned = tag.strip().lower()
-        if not cleaned or len(cleaned) > TAG_MAX:
-            if cleaned and "tags" not in truncated:
-                truncated.append("tags")
-            continue
-        tags.setdefault(cleaned, None)
-    if len(tags) > TAGS_MAX and "tags" not in truncated:
+    tags, tags_clipped = _tags(card.tags)
+    if tags_clipped:
         truncated.append("tags")
 
     knowledge = []
@@ -361,10 +355,24 @@ def persona_fields(card: Card) -> PersonaFields:
         description=fit("description", macros(card.description), DESCRIPTION_MAX),
         personality=fit("personality", personality, PERSONALITY_MAX),
         greeting=fit("greeting", macros(card.first_mes), GREETING_MAX),
-        tags=list(tags)[:TAGS_MAX],
+        tags=tags,
         knowledge=[k for k in knowledge if k.content],
         truncated=truncated,
     )
+
+
+def _tags(raw: Sequence[str]) -> tuple[list[str], bool]:
+    """Lowercased, without blanks or repeats, at most TAGS_MAX of at most TAG_MAX characters; and whether
+    any were dropped for their length or their number."""
+    tags: dict[str, None] = {}
+    clipped = False
+    for tag in raw:
+        cleaned = tag.strip().lower()
+        if len(cleaned) > TAG_MAX:
+            clipped = True
+        elif cleaned:
+            tags.setdefault(cleaned, None)
+    return list(tags)[:TAGS_MAX], clipped or len(tags) > TAGS_MAX
 
 
 def _clip(text: str, limit: int) -> str:

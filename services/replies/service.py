@@ -3,25 +3,19 @@ not by a socket: sockets only watch it. One reply at a time per chat session; wh
 one answers every user message that arrived meanwhile.
 
 The streaming assistant row is the claim (a unique partial index allows one per session), so two nodes
-kicking the same session cannot both start a reply. The claim holds while its lease does: the process
-running the reply renews the leases of all its replies every LEASE_TICK of the lease, and every process
-looks for expired ones as often. A process that dies (SIGKILL, power) stops renewing; the first process
-to see the lease expired ends the reply (`stopped` with what the stream buffer holds, else `failed` and
-refunded), announces it, and answers the messages that waited."""
+kicking the same session cannot both start a reply; its lease (services/replies/leases.py) says whether
+the process that claimed it is still alive."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any, cast
 from uuid import UUID
 
 import asyncpg
 import structlog
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from core.entities import Message, Principal
 from core.errors import AppError, Conflict, NotFound, StreamGone
@@ -38,10 +32,14 @@ from core.events import (
 )
 from core.tasks import TaskSet
 from core.wire import MessageOut, TokenUsage
-from providers.ai.base import AIProvider, Piece, Prompt, ProviderError
+from providers.ai.base import AIProvider, Prompt, ProviderError
 from services.knowledge import KnowledgeService
 from services.prompt import build_prompt
 from services.quota import QuotaService
+from services.replies.leases import Leases
+from services.replies.settings import ReplySettings
+from services.replies.stream import Live, ReplyStream
+from services.replies.upstream import Upstream
 from storage.chat import ChatStore
 from storage.control_bus import ControlBus
 from storage.personas import PersonaStore
@@ -50,8 +48,6 @@ from storage.users import UserStore
 
 log = structlog.get_logger(__name__)
 HISTORY_LIMIT = 60
-LEASE_TICK = 0.25  # of the lease: renew and look for orphans four times per lease
-REAP_BATCH = 100
 
 
 class StreamEnded(AppError):
@@ -61,41 +57,8 @@ class StreamEnded(AppError):
     code = "stream_gone"
 
 
-@dataclass(frozen=True)
-class ReplySettings:
-    first_token_timeout: float
-    idle_timeout: float
-    max_attempts: int
-    coalesce_seconds: float
-    context_tokens: int
-    max_output_tokens: int
-    knowledge_chunks: int
-    lease_seconds: float
-
-
-class _Stop:
-    """Put on a reply's queue by `ai:stop` (or shutdown)."""
-
-
-STOP = _Stop()
-QueueItem = Piece | BaseException | _Stop | None
-
-
-@dataclass
-class _Live:
-    queue: asyncio.Queue[QueueItem] = field(default_factory=asyncio.Queue)
-    task: asyncio.Task[None] | None = None
-
-    def stop(self) -> None:
-        self.queue.put_nowait(STOP)
-
-
 class _Abort(Exception):
     """Roll back a claim transaction: nothing to answer, or a reply is already running."""
-
-
-def _retryable(err: BaseException) -> bool:
-    return isinstance(err, ProviderError) and err.retryable
 
 
 class ReplyService:
@@ -113,7 +76,7 @@ class ReplyService:
     ) -> None:
         self._quota = quota
         self._pool = pool
-        self._provider = provider
+        self._upstream = Upstream(provider, settings)
         self._buffer = buffer
         self._events = events
         self._bus = bus
@@ -122,17 +85,25 @@ class ReplyService:
         self._chat = ChatStore()
         self._personas = PersonaStore()
         self._users = UserStore()
-        self._live: dict[str, _Live] = {}
+        self._live: dict[str, Live] = {}
         self._kicks = TaskSet()
         self._closing = False
         self._answering: set[UUID] = set()  # sessions whose reply runs on this node
         self._changed: dict[UUID, asyncio.Event] = {}  # woken when a reply of the session starts or ends here
-        self._lease_task: asyncio.Task[None] | None = None
+        self._leases = Leases(
+            pool=pool,
+            buffer=buffer,
+            events=events,
+            quota=quota,
+            lease_seconds=settings.lease_seconds,
+            live=self._live,
+            kick=self._kick_quietly,
+        )
         bus.on_command(self._on_command)
 
     def start(self) -> None:
         """Start renewing this process's leases and ending other processes' orphans."""
-        self._lease_task = asyncio.create_task(self._keep_leases(), name="reply-leases")
+        self._leases.start()
 
     # --- starting replies ----------------------------------------------------------------------
 
@@ -187,7 +158,7 @@ class ReplyService:
             if orphan is not None:  # its owner died: end it, which kicks the session again
                 await self.end_orphan(orphan)
             return None
-        live = _Live()
+        live = Live()
         self._live[str(reply.id)] = live
         self._answering.add(session_id)
         self._wake(session_id)
@@ -195,6 +166,44 @@ class ReplyService:
         return reply
 
     # --- running a reply -----------------------------------------------------------------------
+
+    async def _run(
+        self, reply: Message, user_id: UUID, persona_id: UUID | None, pending: list[Message], live: Live
+    ) -> None:
+        structlog.contextvars.bind_contextvars(stream_id=str(reply.id), user_id=str(user_id))
+        rooms = [user_room(user_id), chat_room(reply.session_id)]
+        chunk_room = chat_room(reply.session_id)
+
+        async def send_chunk(index: int, text: str) -> None:
+            await self._buffer.append(str(reply.id), index, text)
+            await self._events.to_room(chunk_room, AiChunkEvent(stream_id=reply.id, index=index, text=text))
+
+        stream = ReplyStream(live.queue, window=self._settings.coalesce_seconds, send=send_chunk)
+        started = time.perf_counter()
+        try:
+            await self._begin(reply, user_id, rooms)
+            prompt = await self._prompt(reply, user_id, persona_id, pending)
+            await stream.run(self._upstream.produce(prompt, live.queue))
+        except Exception as err:
+            log.exception("reply failed")
+            stream.fail(ProviderError("internal", f"reply failed: {type(err).__name__}"))
+        finally:
+            await self._end(reply, rooms, pending, stream, started)
+        # Messages that arrived while this reply streamed get the next one. After a failure only those:
+        # the failed turn is answered again when the user sends again, not in a loop.
+        await self._kick_quietly(reply.session_id, newer_than=reply.seq if stream.error is not None else 0)
+
+    async def _begin(self, reply: Message, user_id: UUID, rooms: list[str]) -> None:
+        """Open the reply's stream buffer and announce it (`ai:start`)."""
+        reply_to = str(reply.reply_to) if reply.reply_to else None
+        await self._buffer.open(StreamInfo(str(reply.id), str(reply.session_id), str(user_id), reply_to))
+        start = AiStartEvent(
+            stream_id=reply.id,
+            session_id=reply.session_id,
+            reply_to=reply.reply_to,
+            message=MessageOut.model_validate(reply),
+        )
+        await self._events.to_rooms(rooms, start)
 
     async def _prompt(self, reply: Message, user_id: UUID, persona_id: UUID | None, pending: list[Message]) -> Prompt:
         async with self._pool.acquire() as conn:
@@ -215,179 +224,45 @@ class ReplyService:
             user_name=user.display_name if user else "the user",
         )
 
-    async def _open_stream(self, prompt: Prompt) -> tuple[AsyncIterator[Piece], Piece | None]:
-        """Open the upstream stream and wait for its first piece, retrying transient failures (429, 5xx,
-        timeouts) with backoff; once a token has reached the user a failure is final."""
-        async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(self._settings.max_attempts),
-            wait=wait_exponential_jitter(initial=0.2, max=2.0),
-            retry=retry_if_exception(_retryable),
-            reraise=True,
-        ):
-            with attempt:
-                iterator = aiter(self._provider.stream(prompt))
-                try:
-                    async with asyncio.timeout(self._settings.first_token_timeout):
-                        return iterator, await anext(iterator)
-                except StopAsyncIteration:
-                    return iterator, None
-                except TimeoutError as err:
-                    with contextlib.suppress(Exception):
-                        await iterator.aclose()  # type: ignore[attr-defined]
-                    raise ProviderError("provider_timeout", "no answer from the AI provider", retryable=True) from err
-        raise AssertionError("unreachable")
-
-    async def _produce(self, prompt: Prompt, queue: asyncio.Queue[QueueItem]) -> None:
-        """Upstream → queue. Cancelled (by stop or shutdown) it closes the upstream request at once."""
-        try:
-            iterator, first = await self._open_stream(prompt)
-            if first is not None:
-                queue.put_nowait(first)
-                while True:
-                    try:
-                        async with asyncio.timeout(self._settings.idle_timeout):
-                            piece = await anext(iterator)
-                    except StopAsyncIteration:
-                        break
-                    except TimeoutError as err:
-                        raise ProviderError("provider_timeout", "the AI provider stopped sending") from err
-                    queue.put_nowait(piece)
-            queue.put_nowait(None)
-        except asyncio.CancelledError:
-            raise
-        except ProviderError as err:
-            queue.put_nowait(err)
-        except Exception as err:  # a provider bug must end the reply, not hang it
-            log.exception("provider failed unexpectedly")
-            queue.put_nowait(ProviderError("provider_error", f"AI provider failed: {type(err).__name__}"))
-
-    async def _run(
-        self, reply: Message, user_id: UUID, persona_id: UUID | None, pending: list[Message], live: _Live
+    async def _end(
+        self, reply: Message, rooms: list[str], pending: list[Message], stream: ReplyStream, started: float
     ) -> None:
-        stream_id = str(reply.id)
-        rooms = [user_room(user_id), chat_room(reply.session_id)]
-        chunk_room = chat_room(reply.session_id)
-        structlog.contextvars.bind_contextvars(stream_id=stream_id, user_id=str(user_id))
-        info = StreamInfo(
-            stream_id, str(reply.session_id), str(user_id), str(reply.reply_to) if reply.reply_to else None
-        )
-        texts: list[str] = []
-        usage: dict[str, Any] | None = None
-        error: ProviderError | None = None
-        stopped = False
-        producer: asyncio.Task[None] | None = None
-        started = time.perf_counter()
+        """Store the reply, announce its end, refund what it did not deliver; then let the session go."""
         try:
-            await self._buffer.open(info)
-            await self._events.to_rooms(
-                rooms,
-                AiStartEvent(
-                    stream_id=reply.id,
-                    session_id=reply.session_id,
-                    reply_to=reply.reply_to,
-                    message=MessageOut.model_validate(reply),
-                ),
-            )
-            prompt = await self._prompt(reply, user_id, persona_id, pending)
-            queue = live.queue
-            producer = asyncio.create_task(self._produce(prompt, queue))
-            window = self._settings.coalesce_seconds
-            pending_text: list[str] = []
-            last_flush = 0.0
-
-            async def flush() -> None:
-                nonlocal last_flush
-                if not pending_text:
-                    return
-                text = "".join(pending_text)
-                pending_text.clear()
-                index = len(texts)
-                texts.append(text)
-                last_flush = time.monotonic()
-                await self._buffer.append(stream_id, index, text)
-                await self._events.to_room(chunk_room, AiChunkEvent(stream_id=reply.id, index=index, text=text))
-
-            # One queue carries pieces, the end (None), errors and the stop request: no task per piece.
-            while True:
-                timeout = None
-                if pending_text:
-                    timeout = max(0.0, last_flush + window - time.monotonic())
-                try:
-                    async with asyncio.timeout(timeout):
-                        item = await queue.get()
-                except TimeoutError:
-                    await flush()  # the coalescing window closed with nothing new
-                    continue
-                if isinstance(item, _Stop):
-                    stopped = True
-                    break
-                if item is None:
-                    break
-                if isinstance(item, BaseException):
-                    error = item if isinstance(item, ProviderError) else ProviderError("provider_error", str(item))
-                    break
-                if item.usage is not None:
-                    usage = item.usage.as_dict()
-                if item.text:
-                    pending_text.append(item.text)
-                    if time.monotonic() - last_flush >= window:
-                        await flush()
-            if producer is not None and not producer.done():
-                producer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await producer
-            if error is None:
-                await flush()
-                if not texts and not stopped:
-                    error = ProviderError("empty_reply", "the AI provider returned no text (blocked or empty)")
-        except Exception as err:
-            log.exception("reply failed")
-            error = ProviderError("internal", f"reply failed: {type(err).__name__}")
-            if producer is not None:
-                producer.cancel()
+            if stream.error is not None:
+                await self._fail(reply, rooms, stream.error)
+            else:
+                await self._complete(reply, rooms, stream, started)
+            if stream.delivered_nothing:
+                # Nothing was delivered: the answered messages' quota or credits come back.
+                await self._quota.refund([m.id for m in pending])
+        except Exception:  # the next reply must still start (in _run), whatever failed here
+            log.exception("could not end the reply")
         finally:
-            try:
-                await self._finish(reply, rooms, texts, usage, error, stopped, started)
-                if error is not None or (stopped and not texts):
-                    # Nothing was delivered: the answered messages' quota or credits come back.
-                    await self._quota.refund([m.id for m in pending])
-            except Exception:  # the next reply must still start (below), whatever failed here
-                log.exception("could not end the reply")
-            finally:
-                self._live.pop(stream_id, None)
-                # Before the kick below: a message whose hook was skipped is already committed, so the
-                # kick (under the session lock) sees it.
-                self._answering.discard(reply.session_id)
-                self._wake(reply.session_id)
-                structlog.contextvars.unbind_contextvars("stream_id", "user_id")
-        # Messages that arrived while this reply streamed get the next one. After a failure only those:
-        # the failed turn is answered again when the user sends again, not in a loop.
-        await self._kick_quietly(reply.session_id, newer_than=reply.seq if error is not None else 0)
+            self._live.pop(str(reply.id), None)
+            # Before the kick in _run: a message whose hook was skipped is already committed, so the
+            # kick (under the session lock) sees it.
+            self._answering.discard(reply.session_id)
+            self._wake(reply.session_id)
+            structlog.contextvars.unbind_contextvars("stream_id", "user_id")
 
-    async def _finish(
-        self,
-        reply: Message,
-        rooms: list[str],
-        texts: list[str],
-        usage: dict[str, Any] | None,
-        error: ProviderError | None,
-        stopped: bool,
-        started: float,
-    ) -> None:
-        stream_id = str(reply.id)
-        if error is not None:
-            async with self._pool.acquire() as conn:
-                # Nothing half-made is stored as a reply; the row stays (seqs are gap-free) as failed.
-                await self._chat.finish_reply(conn, reply.id, content="", status="failed", usage=None)
-            # ProviderError codes are plain strings; the model checks that this one is an ai:error code.
-            failed = AiErrorEvent(stream_id=reply.id, code=cast(AiErrorCode, error.code), message=error.message)
-            await self._buffer.finish(stream_id, failed.name, failed.model_dump(mode="json"))
-            await self._events.to_rooms(rooms, failed)
-            log.warning("reply failed", code=error.code, error=error.message)
-            return
-        status = "stopped" if stopped else "complete"
+    async def _fail(self, reply: Message, rooms: list[str], error: ProviderError) -> None:
         async with self._pool.acquire() as conn:
-            stored = await self._chat.finish_reply(conn, reply.id, content="".join(texts), status=status, usage=usage)
+            # Nothing half-made is stored as a reply; the row stays (seqs are gap-free) as failed.
+            await self._chat.finish_reply(conn, reply.id, content="", status="failed", usage=None)
+        # ProviderError codes are plain strings; the model checks that this one is an ai:error code.
+        failed = AiErrorEvent(stream_id=reply.id, code=cast(AiErrorCode, error.code), message=error.message)
+        await self._buffer.finish(str(reply.id), failed.name, failed.model_dump(mode="json"))
+        await self._events.to_rooms(rooms, failed)
+        log.warning("reply failed", code=error.code, error=error.message)
+
+    async def _complete(self, reply: Message, rooms: list[str], stream: ReplyStream, started: float) -> None:
+        status = "stopped" if stream.stopped else "complete"
+        usage = stream.usage
+        async with self._pool.acquire() as conn:
+            stored = await self._chat.finish_reply(
+                conn, reply.id, content="".join(stream.texts), status=status, usage=usage
+            )
         if stored is None:  # marked failed as stale by another node meanwhile; nothing more to say
             return
         done = AiDoneEvent(
@@ -395,11 +270,16 @@ class ReplyService:
             message=MessageOut.model_validate(stored),
             usage=None if usage is None else TokenUsage(**usage),
         )
-        await self._buffer.finish(stream_id, done.name, done.model_dump(mode="json"))
+        await self._buffer.finish(str(reply.id), done.name, done.model_dump(mode="json"))
         await self._events.to_rooms(rooms, done)
-        log.info("reply done", status=status, chunks=len(texts), seconds=round(time.perf_counter() - started, 3))
+        log.info("reply done", status=status, chunks=len(stream.texts), seconds=round(time.perf_counter() - started, 3))
 
     # --- leases and orphans --------------------------------------------------------------------
+
+    async def end_orphan(self, reply_id: UUID) -> Message | None:
+        """End a reply whose owner's lease expired (see Leases.end_orphan); a no-op for one running here
+        or one another process ended first."""
+        return await self._leases.end_orphan(reply_id)
 
     def _wake(self, session_id: UUID) -> None:
         event = self._changed.pop(session_id, None)
@@ -412,61 +292,6 @@ class ReplyService:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await event.wait()
-
-    async def _keep_leases(self) -> None:
-        tick = self._settings.lease_seconds * LEASE_TICK
-        while True:
-            await asyncio.sleep(tick)
-            try:
-                await self._renew_and_reap()
-            except Exception as err:  # noqa: BLE001 - the database may be down: try again next tick
-                log.warning("reply leases not renewed", error=type(err).__name__)
-
-    async def _renew_and_reap(self) -> None:
-        ids = [UUID(stream_id) for stream_id in self._live]
-        async with self._pool.acquire() as conn:
-            if ids:
-                held = await self._chat.renew_leases(conn, ids, seconds=self._settings.lease_seconds)
-                for lost in set(ids) - held:  # ended by another process while we could not renew
-                    live = self._live.get(str(lost))
-                    if live is not None:
-                        log.warning("reply lease lost; stopping it here", stream_id=str(lost))
-                        live.stop()
-            orphans = await self._chat.expired_replies(conn, limit=REAP_BATCH)
-        for orphan in orphans:
-            await self.end_orphan(orphan)
-
-    async def end_orphan(self, reply_id: UUID) -> Message | None:
-        """End a reply whose owner's lease expired: `stopped` with the text its stream buffer holds, or
-        `failed` (and refunded) when nothing was buffered; announce it; answer the messages that waited.
-        Only one process wins the row; for the others this is a no-op."""
-        stream_id = str(reply_id)
-        if stream_id in self._live:
-            return None  # ours: our renewal simply lagged; the lease is renewed on the next tick
-        text = "".join(await self._buffer.chunks(stream_id))
-        async with self._pool.acquire() as conn:
-            owner = await self._chat.reply_owner(conn, reply_id)
-            if owner is None:
-                return None
-            # What a failed reply answered (to refund): the messages before it still unanswered.
-            pending = [] if text else await self._chat.unanswered(conn, owner.session_id)
-            ended = await self._chat.end_orphan(conn, reply_id, content=text, status="stopped" if text else "failed")
-        if ended is None:
-            return None
-        pending = [m for m in pending if m.seq < ended.seq]
-        rooms = [user_room(owner.user_id), chat_room(ended.session_id)]
-        if ended.status == "failed":
-            await self._quota.refund([m.id for m in pending])
-            event: AiErrorEvent | AiDoneEvent = AiErrorEvent(
-                stream_id=reply_id, code="reply_lost", message="the server running this reply stopped; send again"
-            )
-        else:
-            event = AiDoneEvent(stream_id=reply_id, message=MessageOut.model_validate(ended), usage=None)
-        await self._buffer.finish(stream_id, event.name, event.model_dump(mode="json"))
-        await self._events.to_rooms(rooms, event)
-        log.warning("orphaned reply ended", stream_id=stream_id, status=ended.status, chars=len(text))
-        await self._kick_quietly(ended.session_id, newer_than=ended.seq if ended.status == "failed" else 0)
-        return ended
 
     # --- stopping ------------------------------------------------------------------------------
 
@@ -589,7 +414,5 @@ class ReplyService:
             if still:
                 await asyncio.wait(still, timeout=5)
         self._kicks.cancel_all()
-        if self._lease_task is not None:  # last: the replies above held their leases while finishing
-            self._lease_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._lease_task
+        # Last: the replies above held their leases while finishing.
+        await self._leases.close()

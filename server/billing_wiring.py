@@ -33,6 +33,7 @@ from scheduler.jobs import build_jobs
 from scheduler.runner import Scheduler
 from server.config import Settings
 from server.keys import CONFIG
+from services.billing.base import StripeDeps
 from services.billing.checkout import BillingService
 from services.billing.config import BillingSettings
 from services.billing.webhooks import StripeWebhooks
@@ -94,12 +95,9 @@ async def billing_context(app: web.Application) -> AsyncIterator[None]:
     play = _play(settings, billing)
     subscriptions = SubscriptionService(pool=app[POOL], events=events, credits=app[CREDIT_SERVICE], settings=billing)
     app[SUBSCRIPTION_SERVICE] = subscriptions
-    app[BILLING_SERVICE] = BillingService(
-        pool=app[POOL], settings=billing, stripe=stripe, subscriptions=subscriptions, plans=app[PLANS]
-    )
-    app[STRIPE_WEBHOOKS] = StripeWebhooks(
-        pool=app[POOL], settings=billing, stripe=stripe, subscriptions=subscriptions, credits=app[CREDIT_SERVICE]
-    )
+    deps = StripeDeps(pool=app[POOL], settings=billing, stripe=stripe, subscriptions=subscriptions)
+    app[BILLING_SERVICE] = BillingService(deps, plans=app[PLANS])
+    app[STRIPE_WEBHOOKS] = StripeWebhooks(deps, credits=app[CREDIT_SERVICE])
     app[PLAY_SERVICE] = PlayBillingService(pool=app[POOL], settings=billing, play=play, subscriptions=subscriptions)
     subscriptions.on_due("google_play", app[PLAY_SERVICE].refresh)
     app[RETENTION_SERVICE] = RetentionService(pool=app[POOL], plans=app[PLANS], settings=billing)

@@ -15,14 +15,13 @@ import structlog
 
 from core.entities import Invoice, Principal, Subscription
 from core.errors import Conflict, NotFound, ValidationFailed
-from providers.stripe_billing import HostedSession, StripeBilling
-from services.billing.config import PAID_PLANS, PERIODS, BillingSettings
+from providers.stripe_billing import HostedSession
+from services.billing.base import StripeArea, StripeDeps
+from services.billing.config import PAID_PLANS, PERIODS
 from services.billing.errors import require_stripe, stripe_call_errors
 from services.billing.states import PERIOD_INTERVAL, PROVIDER, subscription_state
 from services.billing.stripe_objects import StripeSubscription
 from services.plans import Plans
-from services.subscriptions import SubscriptionService
-from storage.billing import InvoiceStore, StripeCustomerStore
 from storage.subscriptions import ENTITLED, SubscriptionStore
 
 # Named for the package: billing logs kept their logger name ("services.billing") through the split.
@@ -35,23 +34,10 @@ def _window_key() -> int:
     return int(time.time() // CHECKOUT_WINDOW_SECONDS)
 
 
-class BillingService:
-    def __init__(
-        self,
-        *,
-        pool: asyncpg.Pool,
-        settings: BillingSettings,
-        stripe: StripeBilling | None,
-        subscriptions: SubscriptionService,
-        plans: Plans,
-    ) -> None:
-        self._pool = pool
-        self._settings = settings
-        self._stripe = stripe
-        self._subscriptions = subscriptions
+class BillingService(StripeArea):
+    def __init__(self, deps: StripeDeps, *, plans: Plans) -> None:
+        super().__init__(deps)
         self._plans = plans
-        self._customers = StripeCustomerStore()
-        self._invoices = InvoiceStore()
         self._store = SubscriptionStore()
 
     @property

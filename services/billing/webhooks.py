@@ -17,14 +17,15 @@ import asyncpg
 import structlog
 
 from core.entities import CreditChange
-from providers.stripe_billing import StripeBilling, StripeEvent
-from services.billing.config import PERIODS, BillingSettings
+from providers.stripe_billing import StripeEvent
+from services.billing.base import StripeArea, StripeDeps
+from services.billing.config import PERIODS
 from services.billing.errors import require_stripe, webhook_errors
 from services.billing.states import PROVIDER, subscription_state
 from services.billing.stripe_objects import CheckoutSession, StripeInvoice, StripeSubscription, timestamp
 from services.credits import CreditService
-from services.subscriptions import EPOCH, PlanChange, SubscriptionOwnedByOther, SubscriptionService, SubscriptionState
-from storage.billing import BillingEventStore, InvoiceStore, StripeCustomerStore
+from services.subscriptions import EPOCH, PlanChange, SubscriptionOwnedByOther, SubscriptionState
+from storage.billing import BillingEventStore
 
 # Named for the package: billing logs kept their logger name ("services.billing") through the split.
 log = structlog.get_logger(__package__)
@@ -64,24 +65,11 @@ def _uuid(value: str) -> UUID | None:
         return None
 
 
-class StripeWebhooks:
-    def __init__(
-        self,
-        *,
-        pool: asyncpg.Pool,
-        settings: BillingSettings,
-        stripe: StripeBilling | None,
-        subscriptions: SubscriptionService,
-        credits: CreditService,
-    ) -> None:
-        self._pool = pool
-        self._settings = settings
-        self._stripe = stripe
-        self._subscriptions = subscriptions
+class StripeWebhooks(StripeArea):
+    def __init__(self, deps: StripeDeps, *, credits: CreditService) -> None:
+        super().__init__(deps)
         self._credits = credits
         self._events = BillingEventStore()
-        self._customers = StripeCustomerStore()
-        self._invoices = InvoiceStore()
         self._handlers: dict[str, Callable[[asyncpg.Connection, StripeEvent, _Effects], Awaitable[str]]] = {
             "checkout.session.completed": self._checkout_completed,
             "checkout.session.async_payment_succeeded": self._checkout_completed,

@@ -31,6 +31,7 @@ class Code(StrEnum):
     INVALID = "invalid"
     INVALID_CREDENTIALS = "invalid_credentials"
     INVALID_EVENT = "invalid_event"
+    INVALID_FILE = "invalid_file"
     INVALID_JSON = "invalid_json"
     INVALID_MULTIPART = "invalid_multipart"
     INVALID_PURCHASE_TOKEN = "invalid_purchase_token"
@@ -54,14 +55,17 @@ class Code(StrEnum):
     RATE_LIMITED = "rate_limited"
     REPLY_LOST = "reply_lost"
     SESSION_ENDED = "session_ended"
+    STORAGE_LIMIT = "storage_limit"
     STREAM_GONE = "stream_gone"
     TOKEN_EXPIRED = "token_expired"
     TOKEN_REUSED = "token_reused"
+    TOO_LARGE = "too_large"
     UNAUTHORIZED = "unauthorized"
     UNAVAILABLE = "unavailable"
     UNKNOWN_EVENT = "unknown_event"
     UNKNOWN_PRODUCT = "unknown_product"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    UNSUPPORTED_TYPE = "unsupported_type"
 
 
 class AppError(Exception):

@@ -12,7 +12,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
-from core.entities import Invoice, Persona, ScoredPersona
+from core.entities import Invoice, Persona, ScoredPersona, StoredFile
 from core.timefmt import iso
 
 # Every time on every wire: ISO 8601 in UTC with a `Z` (core.timefmt.iso), whatever the datetime's zone.
@@ -208,4 +208,35 @@ class InvoiceOut(Wire):
             hosted_url=invoice.hosted_url,
             period_end=invoice.period_end,
             created_at=invoice.created_at,
+        )
+
+
+FileCategory = Literal["avatar", "persona_image", "chat_attachment", "knowledge_base"]
+
+
+class FileOut(Wire):
+    """An uploaded file (its bytes: GET /files/{id}/content)."""
+
+    id: UUID
+    category: FileCategory
+    content_type: str = Field(description="What the content turned out to be (decided from its bytes)")
+    size: int = Field(ge=0, description="Bytes of the stored file (an image's after processing)")
+    width: int | None = Field(description="Images: pixels, after processing")
+    height: int | None = Field(description="Images: pixels, after processing")
+    thumbnail: bool = Field(description="Whether ?variant=thumbnail exists (images)")
+    filename: str
+    created_at: Timestamp
+
+    @classmethod
+    def of(cls, stored: StoredFile) -> FileOut:
+        return cls(
+            id=stored.id,
+            category=stored.category,  # type: ignore[arg-type]  # the table's CHECK allows only these
+            content_type=stored.content_type,
+            size=stored.size,
+            width=stored.width,
+            height=stored.height,
+            thumbnail=stored.thumb_key is not None,
+            filename=stored.filename,
+            created_at=stored.created_at,
         )

@@ -19,6 +19,7 @@ from services.billing.config import BillingSettings
 from services.billing.webhooks import StripeWebhooks
 from services.chat import ChatService
 from services.credits import CreditService
+from services.files.service import FilesService
 from services.knowledge import KnowledgeService
 from services.metrics import Metrics
 from services.personas import PersonaService
@@ -55,6 +56,7 @@ PLANS = web.AppKey("plans", Plans)
 PERSONA_SERVICE = web.AppKey("persona_service", PersonaService)
 CHAT_SERVICE = web.AppKey("chat_service", ChatService)
 KNOWLEDGE_SERVICE = web.AppKey("knowledge_service", KnowledgeService)
+FILES_SERVICE = web.AppKey("files_service", FilesService)
 REPLY_SERVICE = web.AppKey("reply_service", ReplyService)
 AI_TOOLS = web.AppKey("ai_tools", AITools)
 CREDIT_SERVICE = web.AppKey("credit_service", CreditService)

@@ -6,29 +6,23 @@ a request never buffers more than the limit. What a file is gets decided from it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.multipart import BodyPartReader
 from pydantic import BaseModel, ConfigDict, Field
 
 from core import limits
 from core.entities import Principal
-from core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from core.errors import UnsupportedMediaType
 from core.pages import Keyset, decode_cursor, encode_cursor
 from core.wire import KnowledgeEntryDetail, KnowledgeEntryOut, PersonaOut
 from handlers.api import Api, parse_model, path_uuid, read_json
 from handlers.keys import KNOWLEDGE_SERVICE
+from handlers.multipart import read_upload
 from handlers.schemas import CursorParam, Strict
 
 api = Api("knowledge")
 P = "/api/v1/personas"
-# Room for the multipart framing and small fields around the file itself.
-MULTIPART_SLACK = 64 * 1024
-FIELD_MAX_BYTES = 4096
-READ_CHUNK = 64 * 1024
 
 Title = Annotated[str, Field(min_length=1, max_length=limits.KNOWLEDGE_TITLE_MAX)]
 
@@ -120,68 +114,6 @@ class CharacterCardOut(BaseModel):
     spec: Literal["chara_card_v2"]
     spec_version: Literal["2.0"]
     data: CardDataOut
-
-
-# --- multipart ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Upload:
-    filename: str | None
-    data: bytes
-    fields: dict[str, str]
-
-
-def _invalid(field: str, message: str) -> ValidationFailed:
-    return ValidationFailed(f"{field}: {message}", details=[{"field": field, "message": message}])
-
-
-async def read_upload(request: web.Request, *, limit: int, fields: tuple[str, ...] = ()) -> Upload:
-    """A multipart/form-data body with one `file` part of at most `limit` bytes (413 beyond, found while
-    streaming: never more than the limit is held) and optional small text `fields`. Other parts: 422."""
-    if request.content_type != "multipart/form-data":
-        raise UnsupportedMediaType("send multipart/form-data with a `file` part")
-    if request.content_length is not None and request.content_length > limit + MULTIPART_SLACK:
-        raise PayloadTooLarge(f"file: larger than {limit} bytes")
-    file: tuple[str | None, bytes] | None = None
-    values: dict[str, str] = {}
-    try:
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader):
-                raise _invalid("file", "nested multipart is not supported")
-            name = part.name or ""
-            if name == "file":
-                if file is not None:
-                    raise _invalid("file", "send one file")
-                file = (part.filename, await _read_part(part, limit, what="file"))
-            elif name in fields:
-                raw = await _read_part(part, FIELD_MAX_BYTES, what=name)
-                try:
-                    values[name] = raw.decode("utf-8")
-                except UnicodeDecodeError as err:
-                    raise _invalid(name, "not UTF-8 text") from err
-            else:
-                raise _invalid(name or "(unnamed part)", "unknown field")
-    except (ValueError, HttpProcessingError) as err:
-        raise BadRequest("malformed multipart body", code="invalid_multipart") from err
-    if file is None:
-        raise _invalid("file", "required: a multipart part named `file`")
-    filename, data = file
-    if not data:
-        raise _invalid("file", "the file is empty")
-    return Upload(filename, data, values)
-
-
-async def _read_part(part: BodyPartReader, limit: int, *, what: str) -> bytes:
-    data = bytearray()
-    while chunk := await part.read_chunk(READ_CHUNK):
-        data += chunk
-        if len(data) > limit:
-            if what == "file":
-                raise PayloadTooLarge(f"file: larger than {limit} bytes")
-            raise _invalid(what, f"longer than {limit} bytes")
-    return bytes(data)
 
 
 # --- knowledge ------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from core.entities import Principal
 from core.pages import IdPosition, decode_cursor, encode_cursor
 from core.wire import LedgerEntryOut
 from handlers.api import Api
-from handlers.keys import BILLING_SETTINGS, CREDIT_SERVICE, QUOTA_SERVICE, USAGE_SERVICE
+from handlers.keys import BILLING_SETTINGS, CREDIT_SERVICE, FILES_SERVICE, QUOTA_SERVICE, USAGE_SERVICE
 from handlers.schemas import CursorParam, Strict
 
 api = Api("usage")
@@ -31,6 +31,8 @@ class CurrentUsage(BaseModel):
     remaining: int | None
     resets_at: datetime
     credits: int
+    storage_used: int = Field(description="Bytes of my files counted against the plan (thumbnails included)")
+    storage_limit: int | None = Field(description="Bytes the plan may store; null = unlimited")
 
 
 class DaysQuery(Strict):
@@ -103,7 +105,13 @@ class LedgerPage(BaseModel):
 async def current(request: web.Request, user: Principal) -> dict[str, Any]:
     """`remaining` and `daily_limit` are null on plans without a daily cap; the day is the user's
     (profile time zone) and resets at their midnight (`resets_at`, UTC)."""
-    return await request.app[QUOTA_SERVICE].current(user.id)
+    files = request.app[FILES_SERVICE]
+    usage = await request.app[QUOTA_SERVICE].current(user.id)
+    return {
+        **usage,
+        "storage_used": await files.storage_used(user.id),
+        "storage_limit": files.storage_limit(user.plan) or None,
+    }
 
 
 @api.route("GET", "/api/v1/usage/history", summary="AI messages per day", query=DaysQuery, response=History)

@@ -17,6 +17,7 @@ from handlers import auth as auth_handlers
 from handlers import billing as billing_handlers
 from handlers import chat as chat_handlers
 from handlers import docs as docs_handlers
+from handlers import files as files_handlers
 from handlers import health as health_handlers
 from handlers import knowledge as knowledge_handlers
 from handlers import middlewares
@@ -55,7 +56,8 @@ from realtime.server import create_sio
 from server.billing_wiring import billing_context
 from server.config import Settings
 from server.embedded import load_or_create_secret, start_embedded_postgres
-from server.keys import CONFIG, LIMITER
+from server.files_wiring import files_context
+from server.keys import CONFIG, LIMITER, SECRET
 from server.providers import create_provider
 from services.admin import AdminService
 from services.ai_tools import AITools
@@ -86,6 +88,7 @@ HANDLER_MODULES = (
     persona_handlers,
     knowledge_handlers,
     chat_handlers,
+    files_handlers,
     ai_handlers,
     billing_handlers,
     usage_handlers,
@@ -252,9 +255,8 @@ def create_app(settings: Settings) -> web.Application:
         message_max_chars=settings.message_max_chars,
     )
     secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
-    app[SIGNER] = TokenSigner(
-        secret or load_or_create_secret(settings.data_dir), ttl_seconds=settings.access_token_ttl_seconds
-    )
+    app[SECRET] = secret or load_or_create_secret(settings.data_dir)
+    app[SIGNER] = TokenSigner(app[SECRET], ttl_seconds=settings.access_token_ttl_seconds)
     app[PLANS] = Plans(
         free=PlanLimits(
             settings.free_daily_messages,
@@ -284,8 +286,8 @@ def create_app(settings: Settings) -> web.Application:
     register_apis(app, [module.api for module in HANDLER_MODULES], json_max_bytes=settings.json_max_bytes)
     docs_handlers.add_static(app)
 
-    # Order matters: database, then Redis, then the services built on both, then billing and the
-    # scheduler (which use the services).
-    app.cleanup_ctx.extend([_database, _redis, _services, billing_context])
+    # Order matters: database, then Redis, then the files service (blob store, image workers), the
+    # services built on them, then billing and the scheduler (which use the services).
+    app.cleanup_ctx.extend([_database, _redis, files_context, _services, billing_context])
     app.on_shutdown.append(_sockets_shutdown)
     return app

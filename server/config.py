@@ -70,7 +70,18 @@ class Settings(BillingSettings, BaseSettings):
     # Needed to verify Firebase ID tokens when no service-account file is given (emulator, tests).
     firebase_project_id: str | None = None
 
-    upload_max_bytes: int = 10 * 1024 * 1024
+    upload_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    image_max_side: int = Field(default=2048, ge=16)
+    image_max_pixels: int = Field(default=40_000_000, ge=1)
+    # Processes that decode and re-encode images (a pool beside the event loop; 0: one per CPU, at most 4).
+    image_workers: int = Field(default=0, ge=0)
+    upload_rate_per_minute: int = Field(default=30, ge=1)
+    # S3-compatible blob store (AWS S3, MinIO, Cloudflare R2); unset: a folder under DATA_DIR.
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
     # Largest JSON body a REST endpoint accepts (uploads have their own limit).
     json_max_bytes: int = 256 * 1024
 
@@ -119,6 +130,11 @@ class Settings(BillingSettings, BaseSettings):
         "firebase_credentials",
         "firebase_project_id",
         "jwt_secret",
+        "s3_bucket",
+        "s3_endpoint_url",
+        "s3_region",
+        "s3_access_key_id",
+        "s3_secret_access_key",
         mode="before",
     )
     @classmethod

@@ -1,5 +1,6 @@
-"""Keys only the composition root uses: the whole configuration (layers below get plain settings) and the
-rate limiter the services it builds share."""
+"""Keys only the composition root uses: the whole configuration (layers below get plain settings), the
+server's secret (tokens and signed links derive their keys from it) and the rate limiter the services it
+builds share."""
 
 from __future__ import annotations
 
@@ -10,3 +11,4 @@ from storage.ratelimit import RateLimiter
 
 CONFIG = web.AppKey("config", Settings)
 LIMITER = web.AppKey("limiter", RateLimiter)
+SECRET = web.AppKey("secret", str)

@@ -158,3 +158,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = 1
         if reporter:
             reporter.write_line(f"FAILED: {skipped} test(s) skipped; every test must run", red=True)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[Any]:
+    """moto's S3 server on 127.0.0.1 (a tests/fakes/s3.py FakeS3), one for the run; tests take their own
+    buckets. Imported here so that only the runs that use it load moto."""
+    from tests.fakes.s3 import running_s3
+
+    yield from running_s3()

@@ -37,6 +37,9 @@ def make_settings(**overrides: Any) -> Settings:
         # Every user message gets a (demo) AI reply; keep them instant so tests stay fast.
         "demo_token_delay_ms": 0,
         "shutdown_timeout_seconds": 3,
+        "upload_rate_per_minute": 100_000,
+        # One image worker per test app: spawned on the first image only.
+        "image_workers": 1,
     }
     base.update(overrides)
     return Settings(_env_file=None, **base)  # type: ignore[call-arg]

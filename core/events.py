@@ -199,6 +199,11 @@ class SendIn(ClientPayload):
     client_id: UUID
     # The configured MESSAGE_MAX_CHARS is enforced by the service; this only stops absurd payloads early.
     content: str = Field(min_length=1, max_length=limits.MESSAGE_BODY_MAX)
+    attachments: list[UUID] = Field(
+        default_factory=list,
+        max_length=limits.ATTACHMENTS_MAX,
+        description="Up to 4 of my files (chat_attachment, or any image) the message carries and the AI sees",
+    )
 
 
 class SyncIn(ClientPayload):

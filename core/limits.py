@@ -18,6 +18,7 @@ KNOWLEDGE_TEXT_MAX = 200_000
 # Chat. A message's bound here only stops absurd bodies early; the service refuses more than
 # MESSAGE_MAX_CHARS (a setting), and the documents say that number.
 MESSAGE_BODY_MAX = 200_000
+ATTACHMENTS_MAX = 4  # files on one message
 SESSION_TITLE_MAX = 120
 
 # Accounts

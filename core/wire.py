@@ -70,6 +70,37 @@ class TokenUsage(Wire):
     total_tokens: int = Field(ge=0)
 
 
+FileCategory = Literal["avatar", "persona_image", "chat_attachment", "knowledge_base"]
+
+
+class FileOut(Wire):
+    """An uploaded file (its bytes: GET /files/{id}/content)."""
+
+    id: UUID
+    category: FileCategory
+    content_type: str = Field(description="What the content turned out to be (decided from its bytes)")
+    size: int = Field(ge=0, description="Bytes of the stored file (an image's after processing)")
+    width: int | None = Field(description="Images: pixels, after processing")
+    height: int | None = Field(description="Images: pixels, after processing")
+    thumbnail: bool = Field(description="Whether ?variant=thumbnail exists (images)")
+    filename: str
+    created_at: Timestamp
+
+    @classmethod
+    def of(cls, stored: StoredFile) -> FileOut:
+        return cls(
+            id=stored.id,
+            category=stored.category,  # type: ignore[arg-type]  # the table's CHECK allows only these
+            content_type=stored.content_type,
+            size=stored.size,
+            width=stored.width,
+            height=stored.height,
+            thumbnail=stored.thumb_key is not None,
+            filename=stored.filename,
+            created_at=stored.created_at,
+        )
+
+
 class MessageOut(Out):
     """A stored message (SPEC Appendix C, the fields stored today)."""
 
@@ -82,7 +113,7 @@ class MessageOut(Out):
     client_id: UUID | None
     reply_to: UUID | None
     usage: TokenUsage | None
-    attachments: list[Any]
+    attachments: list[FileOut] = Field(description="The files the message carries")
     created_at: Timestamp
 
 
@@ -208,35 +239,4 @@ class InvoiceOut(Wire):
             hosted_url=invoice.hosted_url,
             period_end=invoice.period_end,
             created_at=invoice.created_at,
-        )
-
-
-FileCategory = Literal["avatar", "persona_image", "chat_attachment", "knowledge_base"]
-
-
-class FileOut(Wire):
-    """An uploaded file (its bytes: GET /files/{id}/content)."""
-
-    id: UUID
-    category: FileCategory
-    content_type: str = Field(description="What the content turned out to be (decided from its bytes)")
-    size: int = Field(ge=0, description="Bytes of the stored file (an image's after processing)")
-    width: int | None = Field(description="Images: pixels, after processing")
-    height: int | None = Field(description="Images: pixels, after processing")
-    thumbnail: bool = Field(description="Whether ?variant=thumbnail exists (images)")
-    filename: str
-    created_at: Timestamp
-
-    @classmethod
-    def of(cls, stored: StoredFile) -> FileOut:
-        return cls(
-            id=stored.id,
-            category=stored.category,  # type: ignore[arg-type]  # the table's CHECK allows only these
-            content_type=stored.content_type,
-            size=stored.size,
-            width=stored.width,
-            height=stored.height,
-            thumbnail=stored.thumb_key is not None,
-            filename=stored.filename,
-            created_at=stored.created_at,
         )

@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 from pydantic import BaseModel, Field
 
+from core import limits
 from core.entities import Message, Principal
 from core.errors import AppError, Conflict, NotFound, StreamGone
 from core.events import SERVER_EVENTS, AiChunkEvent, AiErrorEvent, AiStartEvent
@@ -28,6 +29,11 @@ class ChatIn(Strict):
     session_id: UUID
     client_id: UUID
     content: MessageContent
+    attachments: list[UUID] = Field(
+        default_factory=list,
+        max_length=limits.ATTACHMENTS_MAX,
+        description="Up to 4 of my files (chat_attachment, or any image) the message carries and the AI sees",
+    )
 
 
 class TextIn(Strict):
@@ -69,7 +75,9 @@ async def _send_and_find_reply(request: web.Request, user: Principal, body: Chat
         raise Conflict(
             "this chat's persona was deleted: nobody can reply; start a chat with another persona", code="no_persona"
         )
-    result = await chat.send(user, body.session_id, client_id=body.client_id, content=body.content)
+    result = await chat.send(
+        user, body.session_id, client_id=body.client_id, content=body.content, attachments=body.attachments
+    )
     replies = request.app[REPLY_SERVICE]
     if not result.created:
         await replies.kick(body.session_id)  # a retry after a failed reply: answer it again

@@ -64,6 +64,11 @@ class MessagePage(BaseModel):
 class SendIn(Strict):
     client_id: UUID
     content: MessageContent
+    attachments: list[UUID] = Field(
+        default_factory=list,
+        max_length=limits.ATTACHMENTS_MAX,
+        description="Up to 4 of my files (chat_attachment, or any image) the message carries and the AI sees",
+    )
 
 
 @api.route("GET", P, summary="My chat sessions, pinned first, then most recent", query=ListQuery, response=SessionPage)
@@ -152,13 +157,13 @@ async def history(request: web.Request, user: Principal, query: HistoryQuery) ->
     response=MessageOut,
     status=201,
     other_statuses={200: MessageOut},
-    errors=(404, 429),
+    errors=(404, 422, 429),
 )
 async def send_message(request: web.Request, user: Principal, body: SendIn) -> Any:
     """Same semantics as the socket event: a repeated `client_id` returns the stored message with 200
     and triggers nothing; a new message answers 201 and reaches the user's sockets as `message:new`."""
     result = await request.app[CHAT_SERVICE].send(
-        user, path_uuid(request), client_id=body.client_id, content=body.content
+        user, path_uuid(request), client_id=body.client_id, content=body.content, attachments=body.attachments
     )
     if not result.created:
         return web.json_response(MessageOut.model_validate(result.message).model_dump(mode="json"), status=200)

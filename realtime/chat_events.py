@@ -35,7 +35,13 @@ def register(
 
     @events.on("message:send", SendIn)
     async def send(sid: str, user: Principal, payload: SendIn) -> SendAck:
-        result = await chat.send(user, payload.session_id, client_id=payload.client_id, content=payload.content)
+        result = await chat.send(
+            user,
+            payload.session_id,
+            client_id=payload.client_id,
+            content=payload.content,
+            attachments=payload.attachments,
+        )
         return SendAck(message=MessageOut.model_validate(result.message), duplicate=not result.created)
 
     @events.on("sync", SyncIn)

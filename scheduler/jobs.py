@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from services.billing.config import BillingSettings
+from services.files.service import FilesService
 from services.retention import RetentionService
 from services.subscriptions import SubscriptionService
 
@@ -23,7 +24,11 @@ class Job:
 
 
 def build_jobs(
-    *, settings: BillingSettings, subscriptions: SubscriptionService, retention: RetentionService
+    *,
+    settings: BillingSettings,
+    subscriptions: SubscriptionService,
+    retention: RetentionService,
+    files: FilesService | None = None,
 ) -> list[Job]:
     return [
         # Subscriptions past their period: re-check (Google Play), grace, expiry; plans recomputed.
@@ -32,4 +37,7 @@ def build_jobs(
         Job("history_cleanup", settings.job_history_cleanup_seconds, retention.cleanup_history),
         # Old usage rows, billing events and job runs.
         Job("housekeeping", settings.job_housekeeping_seconds, retention.housekeeping),
-    ]
+    ] + (
+        # Chat attachments never sent within a day, and the blobs of deleted files.
+        [Job("file_sweep", settings.job_file_sweep_seconds, files.sweep_orphans)] if files is not None else []
+    )

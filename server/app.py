@@ -31,6 +31,7 @@ from handlers.keys import (
     CHAT_SERVICE,
     CREDIT_SERVICE,
     DB_DSN,
+    FILES_SERVICE,
     KNOWLEDGE_SERVICE,
     METRICS,
     PERSONA_SERVICE,
@@ -175,6 +176,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         send_rate_per_minute=settings.send_rate_per_minute,
         message_max_chars=settings.message_max_chars,
         quota=app[QUOTA_SERVICE],
+        files=app[FILES_SERVICE],
     )
     redis = app.get(REDIS)
     provider = create_provider(settings)

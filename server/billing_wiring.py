@@ -19,6 +19,7 @@ from handlers.keys import (
     BILLING_SERVICE,
     BILLING_SETTINGS,
     CREDIT_SERVICE,
+    FILES_SERVICE,
     PLANS,
     PLAY_SERVICE,
     POOL,
@@ -104,7 +105,12 @@ async def billing_context(app: web.Application) -> AsyncIterator[None]:
     node = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     app[SCHEDULED_RUNS] = ScheduledRuns(pool=app[POOL], node=node)
     scheduler = Scheduler(
-        build_jobs(settings=billing, subscriptions=subscriptions, retention=app[RETENTION_SERVICE]),
+        build_jobs(
+            settings=billing,
+            subscriptions=subscriptions,
+            retention=app[RETENTION_SERVICE],
+            files=app[FILES_SERVICE],
+        ),
         app[SCHEDULED_RUNS],
     )
     app[SCHEDULER] = scheduler

@@ -3,10 +3,9 @@ call these methods, so a message sent either way is deduplicated, ordered and fa
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -16,6 +15,7 @@ from core.entities import ChatSession, Message, Principal
 from core.errors import NotFound, RateLimited, ValidationFailed
 from core.events import ChatDeletedEvent, Events, MessageNewEvent, chat_room, user_room
 from core.wire import MessageOut
+from services.files.service import FilesService
 from services.message_writer import MessageWriter, Outcome
 from services.quota import QuotaService
 from storage.chat import ChatStore
@@ -57,9 +57,11 @@ class ChatService:
         send_rate_per_minute: int,
         message_max_chars: int,
         quota: QuotaService,
+        files: FilesService,
     ) -> None:
         self._pool = pool
         self._quota = quota
+        self._files = files
         self._max_chars = message_max_chars
         self._events = events
         self._limiter = limiter
@@ -122,7 +124,7 @@ class ChatService:
         *,
         client_id: UUID,
         content: str,
-        attachments: list[Any] | None = None,
+        attachments: Sequence[UUID] = (),
     ) -> SendResult:
         """Store the user's message with the session's next seq; a repeated client_id returns the stored
         message and triggers nothing. Events go out only after commit."""
@@ -144,7 +146,7 @@ class ChatService:
             return SendResult(stored, created=False)
         if attachments:
             return await self._send_single(
-                user, session_id, client_id=client_id, content=content, attachments=attachments
+                user, session_id, client_id=client_id, content=content, attachments=list(attachments)
             )
         outcome = await self._writer.write(user_id=user.id, session_id=session_id, client_id=client_id, content=content)
         if outcome is Outcome.SINGLE:
@@ -156,9 +158,11 @@ class ChatService:
         return SendResult(outcome, created=True)
 
     async def _send_single(
-        self, user: Principal, session_id: UUID, *, client_id: UUID, content: str, attachments: list[Any] | None
+        self, user: Principal, session_id: UUID, *, client_id: UUID, content: str, attachments: list[UUID] | None
     ) -> SendResult:
-        """One message in its own transaction: a message to a persona is charged in it."""
+        """One message in its own transaction: a message to a persona is charged in it. Attachments are
+        checked (the sender's own) and stored on the message as the file objects clients read."""
+        files = await self._files.attachable(user, attachments) if attachments else None
         async with self._pool.acquire() as conn:
             try:
                 async with conn.transaction():
@@ -170,11 +174,13 @@ class ChatService:
                         user_id=user.id,
                         client_id=client_id,
                         content=content,
-                        attachments=attachments,
+                        attachments=files,
                     )
                     if inserted is None:
                         raise _NotInserted
                     message, persona_id = inserted
+                    if attachments:
+                        await self._files.mark_attached(conn, attachments)
                     charge = None
                     if persona_id is not None:
                         # A message to a persona is an AI message: it costs quota or a credit, charged in

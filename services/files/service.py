@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -23,6 +24,7 @@ import structlog
 from core.entities import Principal, StoredFile
 from core.errors import AppError, Code, Forbidden, NotFound, PayloadTooLarge, Unavailable, ValidationFailed
 from core.pages import Slice
+from core.wire import FileOut
 from providers.blobs.base import BlobNotFound, BlobStore, BlobStoreError, content_disposition
 from services.files.images import InvalidImage, process_image
 from services.files.links import LinkSigner
@@ -285,6 +287,30 @@ class FilesService:
             raise NotFound(f"{field}: file not found", details=[{"field": field, "message": f"no file {missing[0]}"}])
         return [found[i] for i in file_ids]
 
+    async def attachable(self, user: Principal, file_ids: Sequence[UUID]) -> list[dict[str, Any]]:
+        """The files a message may carry, as stored on it (the file objects clients read): the sender's
+        own, each a chat attachment or an image. 404 naming `attachments` for someone else's (or no) file,
+        422 for one that cannot be attached; a file named twice is kept once."""
+        unique = list(dict.fromkeys(file_ids))
+        files = await self.owned(user, unique, field="attachments")
+        for stored in files:
+            if stored.category != "chat_attachment" and not stored.is_image:
+                raise ValidationFailed(
+                    f"attachments: a {stored.category} file that is not an image cannot be attached",
+                    details=[{"field": "attachments", "message": f"file {stored.id} cannot be attached"}],
+                )
+        return [FileOut.of(f).model_dump(mode="json") for f in files]
+
+    async def mark_attached(self, conn: asyncpg.Connection, file_ids: Sequence[UUID]) -> None:
+        """In the sending transaction: sent files are no longer swept as unsent."""
+        await self._store.mark_attached(conn, file_ids)
+
+    async def attached(self, user_id: UUID, file_ids: Sequence[UUID]) -> list[StoredFile]:
+        """Files a stored message carries, for its reply's prompt (those since deleted are left out)."""
+        async with self._pool.acquire() as conn:
+            found = {f.id: f for f in await self._store.owned_many(conn, list(file_ids), user_id)}
+        return [found[i] for i in file_ids if i in found]
+
     async def list(
         self, user: Principal, *, category: str | None, before: tuple[datetime, UUID] | None, limit: int
     ) -> Slice[StoredFile]:
@@ -391,10 +417,15 @@ class FilesService:
             removed = len(targets)
         return removed
 
-    async def sweep(self) -> int:
-        """Scheduled: chat attachments never sent within the grace period go (their bytes given back), then
-        every due blob. Returns how many blobs were removed."""
-        cutoff = datetime.now(UTC) - timedelta(seconds=self._settings.unsent_grace_seconds)
+    async def sweep_orphans(self, slot: datetime) -> dict[str, Any]:
+        """The scheduled run (once across processes): chat attachments never sent within the grace period
+        go (their bytes given back), then every due blob."""
+        unsent, blobs = await self.sweep(now=slot)
+        return {"unsent_files": unsent, "blobs": blobs}
+
+    async def sweep(self, *, now: datetime | None = None) -> tuple[int, int]:
+        """Returns how many unsent files and how many blobs were removed."""
+        cutoff = (now or datetime.now(UTC)) - timedelta(seconds=self._settings.unsent_grace_seconds)
         async with self._pool.acquire() as conn:
             unsent = await self._store.delete_unsent(conn, created_before=cutoff, limit=SWEEP_BATCH)
         if unsent:
@@ -404,7 +435,7 @@ class FilesService:
             removed += batch
             if batch < SWEEP_BATCH:
                 break
-        return removed
+        return unsent, removed
 
 
 async def _empty() -> AsyncIterator[bytes]:

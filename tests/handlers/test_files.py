@@ -9,16 +9,18 @@ import asyncio
 import io
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 from PIL import ExifTags, Image
 
 from server.app import create_app
 from server.config import Settings
-from tests.helpers import bearer, make_settings, register
+from tests.helpers import bearer, make_chat, make_settings, register
 
 pytestmark = pytest.mark.timeout(120)
 MIB = 1024 * 1024
@@ -261,3 +263,37 @@ async def test_listing_pages_and_filters_by_category(client: TestClient) -> None
         if cursor is None:
             break
     assert seen == list(reversed(ids)) and avatar["id"] not in seen
+
+
+async def test_the_sweep_removes_unsent_attachments_and_their_bytes(
+    client: TestClient, files_settings: Settings
+) -> None:
+    from handlers.keys import FILES_SERVICE
+
+    user = await register(client)
+    sent_later = await uploaded(client, user, b"kept because it was sent\n", "kept.txt")
+    unsent = await uploaded(client, user, b"never sent\n", "unsent.txt")
+    fresh = await uploaded(client, user, b"uploaded just now\n", "fresh.txt")
+    chat = await make_chat(client, user)
+    resp = await client.post(
+        f"/api/v1/chat/sessions/{chat['id']}/messages",
+        json={"client_id": str(uuid.uuid4()), "content": "see attached", "attachments": [sent_later["id"]]},
+        headers=bearer(user),
+    )
+    assert resp.status == 201, await resp.text()
+    assert [a["id"] for a in (await resp.json())["attachments"]] == [sent_later["id"]]
+    conn = await asyncpg.connect(files_settings.database_url)
+    try:
+        await conn.execute(
+            "UPDATE files SET created_at = now() - interval '2 days' WHERE id = ANY($1::uuid[])",
+            [uuid.UUID(sent_later["id"]), uuid.UUID(unsent["id"])],
+        )
+    finally:
+        await conn.close()
+    before = await storage_used(client, user)
+    summary = await client.server.app[FILES_SERVICE].sweep_orphans(datetime.now(UTC))
+    assert summary["unsent_files"] == 1 and summary["blobs"] >= 1
+    left = {f["id"] for f in (await (await client.get("/api/v1/files", headers=bearer(user))).json())["items"]}
+    assert left == {sent_later["id"], fresh["id"]}
+    assert await storage_used(client, user) == before - len(b"never sent\n")
+    assert len(await _blob_keys(client, user)) == 2

@@ -297,3 +297,16 @@ async def test_the_sweep_removes_unsent_attachments_and_their_bytes(
     assert left == {sent_later["id"], fresh["id"]}
     assert await storage_used(client, user) == before - len(b"never sent\n")
     assert len(await _blob_keys(client, user)) == 2
+
+
+async def test_uploads_are_rate_limited_per_user(aiohttp_client: Any, files_settings: Settings) -> None:
+    limited = await aiohttp_client(
+        create_app(make_settings(**{**files_settings.model_dump(), "upload_rate_per_minute": 2}))
+    )
+    user = await register(limited)
+    for i in range(2):
+        await uploaded(limited, user, f"note {i}\n".encode(), f"{i}.txt")
+    resp = await upload(limited, user, b"one too many\n", "x.txt")
+    assert resp.status == 429 and int(resp.headers["Retry-After"]) >= 1
+    other = await register(limited)
+    await uploaded(limited, other, b"someone else\n", "y.txt")  # the limit is per user

@@ -52,6 +52,7 @@ class Code(StrEnum):
     PROVIDER_UNAVAILABLE = "provider_unavailable"
     PURCHASE_TOKEN_IN_USE = "purchase_token_in_use"
     QUOTA_EXCEEDED = "quota_exceeded"
+    RANGE_NOT_SATISFIABLE = "range_not_satisfiable"
     RATE_LIMITED = "rate_limited"
     REPLY_LOST = "reply_lost"
     SESSION_ENDED = "session_ended"

@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.entities import Principal, StoredFile
-from core.errors import ValidationFailed
+from core.errors import AppError, Code, ValidationFailed
 from core.pages import Keyset, decode_cursor, encode_cursor
 from core.validation import INT64_MAX
 from core.wire import FileCategory, FileOut, Timestamp
@@ -30,7 +30,7 @@ _CSP = "default-src 'none'; sandbox"
 # How the two content routes answer: the bytes, a range of them, or "you have it already".
 CONTENT_ANSWERS: dict[str, Any] = {
     "response": bytes,
-    "content_type": "application/octet-stream",
+    "content_type": "*/*",  # the file's own type (image/png, text/plain; charset=utf-8, application/pdf, ...)
     "other_statuses": {206: bytes, 304: None},
     "errors": (404, 416),
     "header_params": {
@@ -41,7 +41,8 @@ CONTENT_ANSWERS: dict[str, Any] = {
 
 
 class UploadForm(BaseModel):
-    """multipart/form-data. `category` must come before `file` (or be given as `?category=`)."""
+    """multipart/form-data. Send `category` before `file` and the file is streamed to the store; sent after
+    it, the file is read whole first (it still may not pass UPLOAD_MAX_BYTES)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -52,10 +53,6 @@ class UploadForm(BaseModel):
         description="jpg, png, gif, webp, pdf, txt, md, mp3, wav or m4a, at most UPLOAD_MAX_BYTES; the type comes "
         "from the content, never the name"
     )
-
-
-class UploadQuery(Strict):
-    category: FileCategory | None = Field(default=None, description="Instead of the form field")
 
 
 class FileListQuery(Strict):
@@ -93,13 +90,12 @@ class LinkOut(BaseModel):
     "POST",
     f"{P}/upload",
     summary="Upload a file (multipart: category, then file)",
-    query=UploadQuery,
     response=FileOut,
     status=201,
     errors=(400, 403, 413, 415, 422, 429),
     body_content={"multipart/form-data": UploadForm},
 )
-async def upload(request: web.Request, user: Principal, query: UploadQuery) -> FileOut:
+async def upload(request: web.Request, user: Principal) -> FileOut:
     """Streamed to the blob store: past UPLOAD_MAX_BYTES the upload stops with 413 `too_large` and nothing
     is kept. The type comes from the bytes: a type the category does not take is 415 `unsupported_type`.
     Images are processed (EXIF orientation applied, metadata stripped, resized to IMAGE_MAX_SIDE, a
@@ -107,8 +103,8 @@ async def upload(request: web.Request, user: Principal, query: UploadQuery) -> F
     storage: 403 `storage_limit`. Rate-limited per user and per IP (429 with Retry-After)."""
     files = request.app[FILES_SERVICE]
     await files.check_rate(user, client_ip(request))
-    form = await stream_upload(request, limit=files.upload_max_bytes, fields=("category",))
-    category = query.category or form.fields.get("category")
+    form = await stream_upload(request, limit=files.upload_max_bytes, fields=("category",), needed=("category",))
+    category = form.fields.get("category")
     if category is None:
         raise _missing_category()
     stored = await files.upload(user, category=category, filename=form.filename or "", chunks=form.chunks)
@@ -117,7 +113,7 @@ async def upload(request: web.Request, user: Principal, query: UploadQuery) -> F
 
 def _missing_category() -> ValidationFailed:
     return ValidationFailed(
-        "category: required (a form field before `file`, or ?category=)",
+        "category: required (a form field, best sent before `file`)",
         details=[{"field": "category", "message": "required"}],
     )
 
@@ -151,7 +147,7 @@ async def content(request: web.Request, user: Principal, query: ContentQuery) ->
     `Content-Disposition` (inline for images, attachment otherwise) and `X-Content-Type-Options: nosniff`."""
     files = request.app[FILES_SERVICE]
     stored = await files.get(user, path_uuid(request))
-    return await _send(request, await _content(request, files, stored, query.variant))
+    return await serve_file(request, files, stored, query.variant)
 
 
 @api.route(
@@ -166,7 +162,7 @@ async def shared(request: web.Request, query: SharedQuery) -> web.StreamResponse
     """The URL `POST /files/{id}/link` answers (local blob store): 404 once it has expired."""
     files = request.app[FILES_SERVICE]
     stored = await files.shared(path_uuid(request), variant=query.variant, expires=query.expires, signature=query.sig)
-    return await _send(request, await _content(request, files, stored, query.variant))
+    return await serve_file(request, files, stored, query.variant)
 
 
 @api.route(
@@ -197,6 +193,13 @@ async def delete_file(request: web.Request, user: Principal) -> None:
 # --- sending content -----------------------------------------------------------------------------
 
 
+async def serve_file(request: web.Request, files: FilesService, stored: StoredFile, variant: str) -> web.StreamResponse:
+    """A stored file's bytes as every content route sends them (declare the route with CONTENT_ANSWERS):
+    304 for a matching If-None-Match, 206 for a Range, with its ETag, Content-Disposition and nosniff.
+    The caller has decided that the user may read `stored`."""
+    return await _send(request, await _content(request, files, stored, variant))
+
+
 async def _content(
     request: web.Request, files: FilesService, stored: StoredFile, variant: str
 ) -> Content | web.Response:
@@ -207,7 +210,12 @@ async def _content(
     size = stored.size if variant == "original" else stored.stored_bytes - stored.size
     byte_range = _range(request.headers.get("Range"), size)
     if byte_range == "unsatisfiable":
-        return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
+        raise AppError(
+            f"the range is outside the file ({size} bytes)",
+            code=Code.RANGE_NOT_SATISFIABLE,
+            status=416,
+            headers={"Content-Range": f"bytes */{size}"},
+        )
     start, end = byte_range if byte_range is not None else (None, None)
     return await files.content(stored, variant=variant, start=start, end=end)
 

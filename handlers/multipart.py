@@ -83,19 +83,37 @@ async def read_upload(request: web.Request, *, limit: int, fields: tuple[str, ..
     return Upload(filename, data, values)
 
 
-async def stream_upload(request: web.Request, *, limit: int, fields: tuple[str, ...] = ()) -> StreamedUpload:
-    """Like `read_upload`, but the file is streamed: its fields must come before it (browsers' FormData and
-    most HTTP clients send them in the order they were added). The caller counts the file's bytes."""
+async def stream_upload(
+    request: web.Request, *, limit: int, fields: tuple[str, ...] = (), needed: tuple[str, ...] = ()
+) -> StreamedUpload:
+    """Like `read_upload`, but the file is streamed when the `needed` fields come before it (browsers'
+    FormData and most HTTP clients send them in the order they were added). When one comes after it, the
+    file is read first (at most `limit` bytes) and the rest of the form after it. The caller counts the
+    file's bytes."""
     values: dict[str, str] = {}
     parts = _parts(request, limit, too_large="too_large")
     async for part in parts:
         name = part.name or ""
         if name == "file":
-            return StreamedUpload(values, part.filename, _file_chunks(parts, part))
+            if all(field in values for field in needed):
+                return StreamedUpload(values, part.filename, _file_chunks(parts, part))
+            data = await _read_part(part, limit, what="file", too_large="too_large")
+            async for later in parts:
+                later_name = later.name or ""
+                if later_name == "file":
+                    raise _invalid("file", "send one file")
+                if later_name not in fields:
+                    raise _invalid(later_name or "(unnamed part)", "unknown field")
+                values[later_name] = await _read_field(later, later_name)
+            return StreamedUpload(values, part.filename, _once(data))
         if name not in fields:
             raise _invalid(name or "(unnamed part)", "unknown field")
         values[name] = await _read_field(part, name)
     raise _invalid("file", "required: a multipart part named `file`")
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 async def _file_chunks(parts: AsyncIterator[BodyPartReader], part: BodyPartReader) -> AsyncIterator[bytes]:
@@ -108,13 +126,13 @@ async def _file_chunks(parts: AsyncIterator[BodyPartReader], part: BodyPartReade
         raise _invalid("file", "must be the form's last part (send the other fields before it)")
 
 
-async def _read_part(part: BodyPartReader, limit: int, *, what: str) -> bytes:
+async def _read_part(part: BodyPartReader, limit: int, *, what: str, too_large: str | None = None) -> bytes:
     data = bytearray()
     while chunk := await part.read_chunk(READ_CHUNK):
         data += chunk
         if len(data) > limit:
             if what == "file":
-                raise PayloadTooLarge(f"file: larger than {limit} bytes")
+                raise PayloadTooLarge(f"file: larger than {limit} bytes", code=too_large)
             raise _invalid(what, f"longer than {limit} bytes")
     return bytes(data)
 

@@ -30,6 +30,7 @@ _STATUS_TEXT = {
     409: "Conflict",
     413: "Body too large",
     415: "Unsupported content type",
+    416: "The Range is outside the file (`range_not_satisfiable`)",
     422: "Invalid field (named in the error)",
     429: "Rate limited (see Retry-After)",
     502: "The upstream service (AI provider, Stripe, Google Play) failed",

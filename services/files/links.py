@@ -21,4 +21,6 @@ class LinkSigner:
         return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
     def valid(self, file_id: UUID, variant: str, expires: int, signature: str, *, now: float) -> bool:
-        return expires >= now and hmac.compare_digest(self.sign(file_id, variant, expires), signature)
+        if expires < now or not signature.isascii():  # compare_digest takes ASCII strings only
+            return False
+        return hmac.compare_digest(self.sign(file_id, variant, expires), signature)

@@ -310,3 +310,17 @@ async def test_uploads_are_rate_limited_per_user(aiohttp_client: Any, files_sett
     assert resp.status == 429 and int(resp.headers["Retry-After"]) >= 1
     other = await register(limited)
     await uploaded(limited, other, b"someone else\n", "y.txt")  # the limit is per user
+
+
+async def test_the_category_may_come_after_the_file(client: TestClient) -> None:
+    user = await register(client)
+    body = aiohttp.FormData()
+    body.add_field("file", b"notes first\n", filename="n.txt", content_type="text/plain")
+    body.add_field("category", "knowledge_base")
+    resp = await client.post("/api/v1/files/upload", data=body, headers=bearer(user))
+    assert resp.status == 201, await resp.text()
+    assert (await resp.json())["category"] == "knowledge_base"
+    missing = aiohttp.FormData()
+    missing.add_field("file", b"no category\n", filename="n.txt", content_type="text/plain")
+    resp = await client.post("/api/v1/files/upload", data=missing, headers=bearer(user))
+    assert resp.status == 422 and (await resp.json())["error"]["details"][0]["field"] == "category"

@@ -26,6 +26,7 @@ class Principal:
     has_password: bool
     firebase_linked: bool
     banned: bool
+    avatar_file_id: UUID | None = None  # one of the user's own image files
 
     @property
     def is_admin(self) -> bool:

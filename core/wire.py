@@ -10,9 +10,9 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema, model_validator
 
-from core.entities import Invoice, Persona, ScoredPersona, StoredFile
+from core.entities import Invoice, Persona, Principal, ScoredPersona, StoredFile
 from core.timefmt import iso
 
 # Every time on every wire: ISO 8601 in UTC with a `Z` (core.timefmt.iso), whatever the datetime's zone.
@@ -39,6 +39,12 @@ class Out(Wire):
     )
 
 
+def _with_avatar_url(model: type[BaseModel], entity: object, url: str | None) -> dict[str, Any]:
+    """An entity's fields the model has, and the avatar's URL (made here: the entity holds only the id)."""
+    fields = {name: getattr(entity, name) for name in model.model_fields if hasattr(entity, name)}
+    return {**fields, "avatar_url": url}
+
+
 class UserOut(Out):
     """The signed-in user (a core Principal): nothing secret."""
 
@@ -52,6 +58,16 @@ class UserOut(Out):
     has_password: bool
     firebase_linked: bool
     banned: bool
+    avatar_file_id: UUID | None = Field(description="The profile picture: one of the user's own image files")
+    avatar_url: str | None = Field(description="Where the picture's bytes are (GET, with the user's token)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_principal(cls, data: Any) -> Any:
+        if isinstance(data, Principal):
+            file_id = data.avatar_file_id
+            return _with_avatar_url(cls, data, f"/api/v1/files/{file_id}/content" if file_id else None)
+        return data
 
 
 class SessionOut(Out):
@@ -138,9 +154,20 @@ class PersonaOut(Out):
     visibility: Literal["private", "public"]
     remixable: bool = Field(description=REMIXABLE)
     avatar_file_id: UUID | None
+    avatar_url: str | None = Field(
+        description="The avatar's bytes, for whoever may read the persona (GET; `?variant=thumbnail` too)"
+    )
     cloned_from: UUID | None
     created_at: Timestamp
     updated_at: Timestamp
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_persona(cls, data: Any) -> Any:
+        if isinstance(data, Persona):
+            url = f"/api/v1/personas/{data.id}/avatar" if data.avatar_file_id else None
+            return _with_avatar_url(cls, data, url)
+        return data
 
     @classmethod
     def for_viewer(cls, persona: Persona, viewer_id: UUID) -> PersonaOut:

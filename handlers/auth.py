@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from aiohttp import web
 from pydantic import EmailStr, Field
@@ -43,9 +44,22 @@ class FirebaseSessionOut(AuthSessionOut):
     created: bool
 
 
+def _left_out_keeps(schema: dict[str, Any]) -> None:
+    """No default in the document: left out keeps the picture, while null removes it."""
+    schema.pop("default", None)
+
+
 class ProfileIn(Strict):
+    """A field left out (or null) is left as it is, except `avatar_file_id`, where null removes the picture."""
+
     display_name: str | None = Field(default=None, min_length=1, max_length=limits.DISPLAY_NAME_MAX)
     timezone: TimeZoneName | None = None
+    avatar_file_id: UUID | None = Field(
+        default=None,
+        description="One of my own image files (uploaded to /files): 404 for anyone else's, 422 if not an "
+        "image; null removes the picture",
+        json_schema_extra=_left_out_keeps,
+    )
 
 
 class PasswordIn(Strict):
@@ -167,10 +181,18 @@ async def me(request: web.Request, user: Principal) -> UserOut:
     return UserOut.model_validate(user)
 
 
-@api.route("PATCH", f"{P}/me", summary="Update display name or time zone", body=ProfileIn, response=UserOut)
+@api.route(
+    "PATCH",
+    f"{P}/me",
+    summary="Update display name, time zone or profile picture",
+    body=ProfileIn,
+    response=UserOut,
+    errors=(404,),
+)
 async def update_me(request: web.Request, user: Principal, body: ProfileIn) -> UserOut:
+    avatar = {"avatar_file_id": body.avatar_file_id} if "avatar_file_id" in body.model_fields_set else {}
     updated = await request.app[AUTH_SERVICE].update_profile(
-        user, display_name=body.display_name, timezone=body.timezone
+        user, display_name=body.display_name, timezone=body.timezone, **avatar
     )
     return UserOut.model_validate(updated)
 

@@ -68,7 +68,10 @@ class KnowledgeListQuery(Strict):
 class ImportOut(BaseModel):
     persona: PersonaOut
     knowledge_entries: int = Field(description="Knowledge entries made from the card's character book")
-    truncated: list[str] = Field(description="Fields clipped to fit Parlor's limits (e.g. `description`)")
+    truncated: list[str] = Field(
+        description="Fields clipped to fit Parlor's limits (e.g. `description`); `avatar` when a PNG card's "
+        "picture could not be kept (storage full, or not a valid image)"
+    )
 
 
 class ExportQuery(Strict):
@@ -218,9 +221,11 @@ async def import_card(request: web.Request, user: Principal) -> dict[str, Any]:
     """`multipart/form-data` with a `file` part: a PNG carrying a card (text chunk `ccv3` or `chara`) or a
     card's JSON (V1, V2 or V3). Mapping: name, description; first_mes → greeting; tags (lowercased, at
     most 20); personality, or personality/scenario/system prompt/example dialogue as labelled sections →
-    personality; each enabled character book entry → a knowledge entry (source `character_book`). Counts
-    against the plan's persona limit (403 `plan_limit`). Neither PNG nor JSON: 415; no card, or a broken
-    one: 422 naming the problem."""
+    personality; each enabled character book entry → a knowledge entry (source `character_book`). A PNG's
+    picture becomes the persona's avatar, stored as my `persona_image` file (counted against my storage;
+    when it cannot be kept the persona comes without it and `truncated` lists `avatar`). Counts against
+    the plan's persona limit (403 `plan_limit`). Neither PNG nor JSON: 415; no card, or a broken one: 422
+    naming the problem."""
     knowledge = request.app[KNOWLEDGE_SERVICE]
     upload = await read_upload(request, limit=knowledge.upload_max_bytes)
     imported = await knowledge.import_card(user, upload.data)
@@ -241,8 +246,9 @@ async def import_card(request: web.Request, user: Principal) -> dict[str, Any]:
     errors=(403, 404),
 )
 async def export_card(request: web.Request, user: Principal, query: ExportQuery) -> web.Response:
-    """`format=json` (default): Character Card V2 JSON. `format=png`: a placeholder portrait carrying the
-    card as V2 (`chara` chunk) and V3 (`ccv3` chunk), which SillyTavern and most card tools import. Sent
+    """`format=json` (default): Character Card V2 JSON. `format=png`: the persona's avatar as a PNG (a
+    placeholder portrait when it has none) carrying the card as V2 (`chara` chunk) and V3 (`ccv3` chunk),
+    which SillyTavern and most card tools import. Sent
     as an attachment. The persona's knowledge goes into the card's character book. A card is the persona's
     whole definition: someone else's public persona that is not remixable is 403 `forbidden`; a private one
     404."""

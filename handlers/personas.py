@@ -1,4 +1,4 @@
-"""REST: /api/v1/personas — CRUD, clone, search, trending.
+"""REST: /api/v1/personas — CRUD, clone, search, trending, the avatar's bytes.
 
 Every persona leaves through core.wire.PersonaOut.for_viewer with the caller as viewer: someone else's
 persona that is not remixable comes with its definition fields (`personality`) null.
@@ -10,7 +10,8 @@ trending are ranked lists whose order moves as data changes; their cursor holds 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
+from uuid import UUID
 
 from aiohttp import web
 from pydantic import BaseModel, Field, StringConstraints
@@ -20,7 +21,8 @@ from core.entities import PersonaDraft, Principal, ScoredPersona
 from core.pages import Keyset, Offset, Slice, decode_cursor, encode_cursor
 from core.wire import REMIXABLE, PersonaOut, ScoredPersonaOut
 from handlers.api import Api, path_uuid
-from handlers.keys import PERSONA_SERVICE
+from handlers.files import CONTENT_ANSWERS, ContentQuery, serve_file
+from handlers.keys import FILES_SERVICE, PERSONA_SERVICE
 from handlers.schemas import CursorParam, Patch, Strict
 
 api = Api("personas")
@@ -45,6 +47,10 @@ Tags = Annotated[
 ]
 Visibility = Literal["private", "public"]
 Remixable = Annotated[bool, Field(description=REMIXABLE)]
+AvatarFileId = Annotated[
+    UUID,
+    Field(description="One of my own image files (uploaded to /files): 404 for anyone else's, 422 if not an image"),
+]
 Limit = Field(default=20, ge=1, le=100)
 
 
@@ -56,10 +62,14 @@ class PersonaIn(Strict):
     tags: Tags = []
     visibility: Visibility = "private"
     remixable: Remixable = False
+    avatar_file_id: AvatarFileId | None = None
 
 
 class PersonaPatch(Patch):
-    """Any subset of the persona's fields; a field left out is left as it is (null is refused)."""
+    """Any subset of the persona's fields; a field left out is left as it is. Null is refused, except for
+    `avatar_file_id`, where it removes the avatar."""
+
+    clearable: ClassVar[frozenset[str]] = frozenset({"avatar_file_id"})
 
     name: Name | None = None
     description: Description | None = None
@@ -68,6 +78,7 @@ class PersonaPatch(Patch):
     tags: Tags | None = None
     visibility: Visibility | None = None
     remixable: Remixable | None = None
+    avatar_file_id: AvatarFileId | None = None
 
 
 class PersonaPage(BaseModel):
@@ -116,10 +127,12 @@ async def list_personas(request: web.Request, user: Principal, query: ListQuery)
     return {"items": [PersonaOut.for_viewer(p, user.id) for p in page.items], "next_cursor": cursor}
 
 
-@api.route("POST", P, summary="Create a persona", body=PersonaIn, response=PersonaOut, status=201, errors=(403,))
+@api.route("POST", P, summary="Create a persona", body=PersonaIn, response=PersonaOut, status=201, errors=(403, 404))
 async def create_persona(request: web.Request, user: Principal, body: PersonaIn) -> PersonaOut:
-    """403 `plan_limit` when the user already has as many personas as their plan allows."""
-    persona = await request.app[PERSONA_SERVICE].create(user, PersonaDraft(**body.model_dump()))
+    """403 `plan_limit` when the user already has as many personas as their plan allows. `avatar_file_id`
+    must be one of the user's own images: 404 `not_found` naming the field otherwise, 422 if not an image."""
+    draft = PersonaDraft(**body.model_dump(exclude={"avatar_file_id"}))
+    persona = await request.app[PERSONA_SERVICE].create(user, draft, avatar_file_id=body.avatar_file_id)
     return PersonaOut.for_viewer(persona, user.id)
 
 
@@ -153,7 +166,8 @@ async def get_persona(request: web.Request, user: Principal) -> PersonaOut:
 
 @api.route("PUT", f"{P}/{{id}}", summary="Change my persona", body=PersonaPatch, response=PersonaOut, errors=(404,))
 async def update_persona(request: web.Request, user: Principal, body: PersonaPatch) -> PersonaOut:
-    """Send all fields or only those to change."""
+    """Send all fields or only those to change. `avatar_file_id`: one of my own images (404 `not_found`
+    naming the field otherwise, 422 if not an image), or null to remove the avatar."""
     persona_id = path_uuid(request)
     persona = await request.app[PERSONA_SERVICE].update(user, persona_id, **body.model_dump(exclude_unset=True))
     return PersonaOut.for_viewer(persona, user.id)
@@ -177,3 +191,18 @@ async def clone_persona(request: web.Request, user: Principal) -> PersonaOut:
     Counts against the plan's persona limit (403 `plan_limit`)."""
     persona = await request.app[PERSONA_SERVICE].clone(user, path_uuid(request))
     return PersonaOut.for_viewer(persona, user.id)
+
+
+@api.route(
+    "GET",
+    f"{P}/{{id}}/avatar",
+    summary="A persona's avatar (mine or public)",
+    query=ContentQuery,
+    **{**CONTENT_ANSWERS, "content_type": "image/*"},  # an avatar is always an image
+)
+async def persona_avatar(request: web.Request, user: Principal, query: ContentQuery) -> web.StreamResponse:
+    """The image's bytes (`?variant=thumbnail`: at most 256 px), for whoever may read the persona: its owner,
+    or anyone when it is public. Sent like GET /files/{id}/content (ETag, Range, nosniff). 404 when the
+    persona is not readable or has no avatar."""
+    stored = await request.app[PERSONA_SERVICE].avatar(user, path_uuid(request))
+    return await serve_file(request, request.app[FILES_SERVICE], stored, query.variant)

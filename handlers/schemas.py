@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 from zoneinfo import available_timezones
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator
 
 from core import limits
 from core.wire import UserOut
@@ -19,9 +19,10 @@ class Strict(BaseModel):
 
 
 def _no_null_alternatives(schema: dict[str, Any], model: type) -> None:
-    for prop in schema.get("properties", {}).values():
+    clearable: frozenset[str] = getattr(model, "clearable", frozenset())
+    for name, prop in schema.get("properties", {}).items():
         alternatives = prop.get("anyOf")
-        if alternatives and {"type": "null"} in alternatives:
+        if alternatives and {"type": "null"} in alternatives and name not in clearable:
             rest = [a for a in alternatives if a != {"type": "null"}]
             del prop["anyOf"]
             if len(rest) == 1:
@@ -34,14 +35,16 @@ def _no_null_alternatives(schema: dict[str, Any], model: type) -> None:
 
 class Patch(Strict):
     """Partial updates: a field left out is left as it is, and null is refused (422 naming the field).
-    The fields are typed `X | None = None` to tell "left out" apart; the schema shows them as X."""
+    The fields are typed `X | None = None` to tell "left out" apart; the schema shows them as X. Fields
+    named in `clearable` take null too, meaning "remove" (read them with `model_fields_set`)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, json_schema_extra=_no_null_alternatives)
+    clearable: ClassVar[frozenset[str]] = frozenset()
 
     @field_validator("*", mode="before")
     @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        if value is None:
+    def _not_null(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None and info.field_name not in cls.clearable:
             raise ValueError("may not be null; leave the field out to keep it")
         return value
 

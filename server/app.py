@@ -160,14 +160,18 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         refresh_reuse_grace=timedelta(seconds=settings.refresh_reuse_grace_seconds),
         argon2_time_cost=settings.argon2_time_cost,
         argon2_memory_kib=settings.argon2_memory_kib,
+        files=app[FILES_SERVICE],
     )
     app[ADMIN_SERVICE] = AdminService(pool=app[POOL], events=events)
     app[CREDIT_SERVICE] = CreditService(pool=app[POOL], events=events)
     app[USAGE_SERVICE] = UsageService(pool=app[POOL])
     app[QUOTA_SERVICE] = QuotaService(plans=app[PLANS], credits=app[CREDIT_SERVICE], events=events, pool=app[POOL])
-    app[PERSONA_SERVICE] = PersonaService(pool=app[POOL], plans=app[PLANS], events=events)
+    app[PERSONA_SERVICE] = PersonaService(pool=app[POOL], plans=app[PLANS], events=events, files=app[FILES_SERVICE])
     app[KNOWLEDGE_SERVICE] = KnowledgeService(
-        pool=app[POOL], personas=app[PERSONA_SERVICE], upload_max_bytes=settings.upload_max_bytes
+        pool=app[POOL],
+        personas=app[PERSONA_SERVICE],
+        files=app[FILES_SERVICE],
+        upload_max_bytes=settings.upload_max_bytes,
     )
     app[CHAT_SERVICE] = ChatService(
         pool=app[POOL],
@@ -198,6 +202,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         bus=bus,
         knowledge=app[KNOWLEDGE_SERVICE],
         quota=app[QUOTA_SERVICE],
+        files=app[FILES_SERVICE],
         settings=ReplySettings(
             first_token_timeout=settings.ai_first_token_timeout_seconds,
             idle_timeout=settings.ai_idle_timeout_seconds,

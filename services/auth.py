@@ -20,7 +20,9 @@ from core.entities import Principal
 from core.errors import AppError, Conflict, Forbidden, Unauthorized, Unavailable, ValidationFailed
 from core.events import Events
 from providers.firebase_auth import FirebaseIdentity, FirebaseTokenInvalid, FirebaseVerifier
-from services import roles
+from services import avatars, roles
+from services.avatars import KEEP, AvatarChange
+from services.files.service import FilesService
 from services.revoked_sessions import RevokedSessions
 from services.tokens import AccessClaims, TokenSigner, hash_refresh_token, new_refresh_token
 from storage.ratelimit import RateLimiter, per_hour, per_minute
@@ -56,8 +58,10 @@ class AuthService:
         refresh_reuse_grace: timedelta,
         argon2_time_cost: int,
         argon2_memory_kib: int,
+        files: FilesService,
     ) -> None:
         self._pool = pool
+        self._files = files
         self._signer = signer
         self._limiter = limiter
         self._revoked = revoked
@@ -286,7 +290,16 @@ class AuthService:
 
     # --- profile -------------------------------------------------------------------------------
 
-    async def update_profile(self, user: Principal, *, display_name: str | None, timezone: str | None) -> Principal:
+    async def update_profile(
+        self,
+        user: Principal,
+        *,
+        display_name: str | None,
+        timezone: str | None,
+        avatar_file_id: AvatarChange = KEEP,
+    ) -> Principal:
+        """None leaves display_name and timezone as they are. The avatar: a file (the user's own image:
+        404 naming the field otherwise, 422 if not an image), None to remove it, KEEP to leave it."""
         if timezone is not None:
             try:
                 zoneinfo.ZoneInfo(timezone)
@@ -294,8 +307,22 @@ class AuthService:
                 raise ValidationFailed(
                     "timezone: unknown time zone", details=[{"field": "timezone", "message": "unknown time zone"}]
                 ) from err
-        async with self._pool.acquire() as conn:
-            updated = await self._users.update_profile(conn, user.id, display_name=display_name, timezone=timezone)
+        if avatar_file_id is not KEEP and avatar_file_id is not None:
+            await avatars.own_image(self._files, user, avatar_file_id)
+        try:
+            async with self._pool.acquire() as conn:
+                updated = await self._users.update_profile(
+                    conn,
+                    user.id,
+                    display_name=display_name,
+                    timezone=timezone,
+                    set_avatar=avatar_file_id is not KEEP,
+                    avatar_file_id=avatar_file_id if avatar_file_id is not KEEP else None,
+                )
+        except asyncpg.ForeignKeyViolationError as err:
+            if avatars.is_gone(err):
+                raise avatars.gone() from err
+            raise
         if updated is None:
             raise Unauthorized("account no longer exists")
         return updated.principal()

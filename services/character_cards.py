@@ -27,9 +27,12 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core import limits
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 V2 = "chara_card_v2"
@@ -483,23 +486,57 @@ def _encoded(card_json: dict[str, Any]) -> str:
     return base64.b64encode(json.dumps(card_json, ensure_ascii=False).encode("utf-8")).decode("ascii")
 
 
-def card_png(card: Card, *, seed: bytes, created: datetime, modified: datetime) -> bytes:
-    """A 400x600 placeholder portrait (a colour from `seed`, the name's initial) carrying the card as V2
-    in a `chara` tEXt chunk and as V3 in a `ccv3` one. CPU work: run it off the event loop."""
-    from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
+def card_png(card: Card, *, seed: bytes, created: datetime, modified: datetime, picture: bytes | None = None) -> bytes:
+    """The persona's picture (`picture`: a stored avatar, any format the uploads take; its first frame
+    when animated) as a PNG, or without one a 400x600 placeholder portrait (a colour from `seed`, the
+    name's initial), carrying the card as V2 in a `chara` tEXt chunk and as V3 in a `ccv3` one. CPU work:
+    run it off the event loop."""
+    from PIL import PngImagePlugin
 
-    digest = hashlib.sha256(seed).digest()
-    # Muted colours: each channel between 60 and 187, so white text always reads.
-    color = tuple(60 + b % 128 for b in digest[:3])
-    image = Image.new("RGB", (400, 600), color)  # type: ignore[arg-type]
-    initial = card.name[:1].upper()
-    if initial.isascii() and initial.isalnum():
-        draw = ImageDraw.Draw(image)
-        font = ImageFont.load_default(size=220)
-        draw.text((200, 300), initial, fill=(255, 255, 255), font=font, anchor="mm")
+    image = _picture(picture) if picture is not None else None
+    if image is None:
+        image = _placeholder(card.name, seed)
     info = PngImagePlugin.PngInfo()
     info.add_text("chara", _encoded(to_v2(card)))
     info.add_text("ccv3", _encoded(to_v3(card, created=created, modified=modified)))
     out = io.BytesIO()
     image.save(out, format="PNG", pnginfo=info)
     return out.getvalue()
+
+
+# Pixel modes a PNG stores as they are; other modes (CMYK, YCbCr, ...) are converted to RGB(A).
+_PNG_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "I;16"})
+
+
+def _picture(data: bytes) -> Image | None:
+    """A stored avatar decoded for re-encoding as PNG, or None when it cannot be read (the placeholder is
+    drawn instead). Avatars were processed on upload (at most IMAGE_MAX_SIDE px), so decoding is bounded."""
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
+
+    try:
+        image: Image = PILImage.open(io.BytesIO(data))
+        image.seek(0)
+        image.load()
+    except (UnidentifiedImageError, OSError, ValueError, PILImage.DecompressionBombError):
+        return None
+    if image.mode not in _PNG_MODES:
+        has_alpha = "A" in image.getbands() or "transparency" in image.info
+        image = image.convert("RGBA" if has_alpha else "RGB")
+    return image
+
+
+def _placeholder(name: str, seed: bytes) -> Image:
+    from PIL import Image as PILImage
+    from PIL import ImageDraw, ImageFont
+
+    digest = hashlib.sha256(seed).digest()
+    # Muted colours: each channel between 60 and 187, so white text always reads.
+    color = tuple(60 + b % 128 for b in digest[:3])
+    image = PILImage.new("RGB", (400, 600), color)  # type: ignore[arg-type]
+    initial = name[:1].upper()
+    if initial.isascii() and initial.isalnum():
+        draw = ImageDraw.Draw(image)
+        font = ImageFont.load_default(size=220)
+        draw.text((200, 300), initial, fill=(255, 255, 255), font=font, anchor="mm")
+    return image

@@ -5,6 +5,10 @@ owner changes or deletes it. Anything else is "not found", so a private persona'
 A public persona's definition (personality, knowledge base) stays the owner's unless the owner makes it
 `remixable`: others may chat with it, but reading its definition, exporting and cloning it are 403
 `forbidden` (core.wire.PersonaOut.for_viewer nulls the definition fields for them).
+
+A persona's avatar is one of its owner's own images (services.avatars), set on create and update; whoever
+may read the persona may fetch it. A clone keeps its source's picture (the source owner's file, until they
+delete it).
 """
 
 from __future__ import annotations
@@ -18,11 +22,15 @@ from uuid import UUID
 import asyncpg
 import structlog
 
-from core.entities import Persona, PersonaDraft, Principal, ScoredPersona
+from core.entities import Persona, PersonaDraft, Principal, ScoredPersona, StoredFile
 from core.errors import Forbidden, NotFound, Unauthorized
 from core.events import Events
 from core.pages import Slice
+from services import avatars
+from services.avatars import KEEP, AvatarChange
+from services.files.service import FilesService
 from services.plans import Plans
+from storage.files import FileStore
 from storage.knowledge import KnowledgeStore
 from storage.personas import PersonaStore
 from storage.users import UserStore
@@ -49,20 +57,29 @@ def normalize_tags(tags: Sequence[str]) -> list[str]:
 
 
 class PersonaService:
-    def __init__(self, *, pool: asyncpg.Pool, plans: Plans, events: Events) -> None:
+    def __init__(self, *, pool: asyncpg.Pool, plans: Plans, events: Events, files: FilesService) -> None:
         self._pool = pool
         self._plans = plans
         self._events = events
+        self._files = files
         self._personas = PersonaStore()
         self._users = UserStore()
         self._knowledge = KnowledgeStore()
+        self._file_rows = FileStore()
 
     # --- plan limit ----------------------------------------------------------------------------
 
-    async def _reserve_slot(self, conn: asyncpg.Connection, user: Principal) -> None:
+    async def check_slot(self, user: Principal) -> None:
+        """403 `plan_limit` when the user has no persona left to make, before work that would be wasted
+        (a Character Card's picture); the create itself checks again under the lock."""
+        async with self._pool.acquire() as conn:
+            await self._reserve_slot(conn, user, lock=False)
+
+    async def _reserve_slot(self, conn: asyncpg.Connection, user: Principal, *, lock: bool = True) -> None:
         """Inside the caller's transaction: lock the owner's row (so concurrent creates queue up
-        behind each other), then count. Reads the plan from the locked row, not the token's copy."""
-        owner = await self._users.get(conn, user.id, for_update=True)
+        behind each other), then count. Reads the plan from the locked row, not the token's copy.
+        `lock=False`: the same check without the lock (`check_slot`)."""
+        owner = await self._users.get(conn, user.id, for_update=lock)
         if owner is None:
             raise Unauthorized("account no longer exists")
         limit = self._plans.limits(owner.plan).max_personas
@@ -87,6 +104,20 @@ class PersonaService:
         """The persona if `user` may read its definition (see `definition_readable`)."""
         return definition_readable(await self.get_readable(user, persona_id), user)
 
+    async def avatar(self, user: Principal, persona_id: UUID) -> StoredFile:
+        """The picture of a persona `user` may read; NotFound when they may not, or when it has none."""
+        stored = await self.avatar_of(await self.get_readable(user, persona_id))
+        if stored is None:
+            raise NotFound("this persona has no avatar")
+        return stored
+
+    async def avatar_of(self, persona: Persona) -> StoredFile | None:
+        """The persona's picture file, whoever owns it (a clone shows its source's), without access checks."""
+        if persona.avatar_file_id is None:
+            return None
+        async with self._pool.acquire() as conn:
+            return await self._file_rows.get(conn, persona.avatar_file_id)
+
     async def list_own(self, user: Principal, *, before: tuple[datetime, UUID] | None, limit: int) -> Slice[Persona]:
         """The user's personas, newest first; `before` is the (created_at, id) of the previous page's last."""
         async with self._pool.acquire() as conn:
@@ -107,19 +138,32 @@ class PersonaService:
 
     # --- changes -------------------------------------------------------------------------------
 
-    async def create(self, user: Principal, draft: PersonaDraft) -> Persona:
-        async with self._pool.acquire() as conn, conn.transaction():
-            persona = await self.create_in(conn, user, draft)
+    async def create(self, user: Principal, draft: PersonaDraft, *, avatar_file_id: UUID | None = None) -> Persona:
+        """`avatar_file_id`: one of the user's own images (404 naming the field otherwise, 422 if not an image)."""
+        if avatar_file_id is not None:
+            await avatars.own_image(self._files, user, avatar_file_id)
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                persona = await self.create_in(conn, user, draft, avatar_file_id=avatar_file_id)
+        except asyncpg.ForeignKeyViolationError as err:
+            if avatars.is_gone(err):
+                raise avatars.gone() from err
+            raise
         log.info("persona created", persona_id=str(persona.id))
         return persona
 
-    async def create_in(self, conn: asyncpg.Connection, user: Principal, draft: PersonaDraft) -> Persona:
+    async def create_in(
+        self, conn: asyncpg.Connection, user: Principal, draft: PersonaDraft, *, avatar_file_id: UUID | None = None
+    ) -> Persona:
         """`create` inside the caller's transaction, for callers that store more with the new persona
         (Character Card import adds its knowledge): the plan check and the insert commit or roll back with
-        the rest."""
+        the rest. The caller has checked `avatar_file_id` (services.avatars.own_image)."""
         await self._reserve_slot(conn, user)
         return await self._personas.insert(
-            conn, owner_id=user.id, draft=dataclasses.replace(draft, tags=normalize_tags(draft.tags))
+            conn,
+            owner_id=user.id,
+            draft=dataclasses.replace(draft, tags=normalize_tags(draft.tags)),
+            avatar_file_id=avatar_file_id,
         )
 
     async def update(
@@ -134,21 +178,32 @@ class PersonaService:
         tags: Sequence[str] | None = None,
         visibility: str | None = None,
         remixable: bool | None = None,
+        avatar_file_id: AvatarChange = KEEP,
     ) -> Persona:
-        """Changes the fields given (None leaves a field as it is). Owner only."""
-        async with self._pool.acquire() as conn:
-            persona = await self._personas.update(
-                conn,
-                persona_id,
-                owner_id=user.id,
-                name=name,
-                description=description,
-                personality=personality,
-                greeting=greeting,
-                tags=normalize_tags(tags) if tags is not None else None,
-                visibility=visibility,
-                remixable=remixable,
-            )
+        """Changes the fields given (None leaves a field as it is). The avatar is the exception: None
+        removes it, KEEP (the default) leaves it; a file must be the user's own image. Owner only."""
+        if avatar_file_id is not KEEP and avatar_file_id is not None:
+            await avatars.own_image(self._files, user, avatar_file_id)
+        try:
+            async with self._pool.acquire() as conn:
+                persona = await self._personas.update(
+                    conn,
+                    persona_id,
+                    owner_id=user.id,
+                    name=name,
+                    description=description,
+                    personality=personality,
+                    greeting=greeting,
+                    tags=normalize_tags(tags) if tags is not None else None,
+                    visibility=visibility,
+                    remixable=remixable,
+                    set_avatar=avatar_file_id is not KEEP,
+                    avatar_file_id=avatar_file_id if avatar_file_id is not KEEP else None,
+                )
+        except asyncpg.ForeignKeyViolationError as err:
+            if avatars.is_gone(err):
+                raise avatars.gone() from err
+            raise
         if persona is None:
             raise NotFound("persona not found")
         return persona

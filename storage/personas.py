@@ -30,12 +30,14 @@ SELECT {_COLUMNS} FROM personas
 WHERE owner_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid))
 ORDER BY created_at DESC, id DESC LIMIT $4
 """
-# NULL leaves a column as it is; every column is NOT NULL, so NULL never means "clear".
+# NULL leaves a column as it is (those columns are NOT NULL, so NULL never means "clear"). The avatar, which
+# may be cleared, changes only when $10 says so: to $11, NULL for none.
 UPDATE = f"""
 UPDATE personas SET name = COALESCE($3, name), description = COALESCE($4, description),
                     personality = COALESCE($5, personality), greeting = COALESCE($6, greeting),
                     tags = COALESCE($7::text[], tags), visibility = COALESCE($8, visibility),
-                    remixable = COALESCE($9, remixable), updated_at = now()
+                    remixable = COALESCE($9, remixable),
+                    avatar_file_id = CASE WHEN $10 THEN $11::uuid ELSE avatar_file_id END, updated_at = now()
 WHERE id = $1 AND owner_id = $2
 RETURNING {_COLUMNS}
 """
@@ -153,11 +155,25 @@ class PersonaStore:
         tags: list[str] | None = None,
         visibility: str | None = None,
         remixable: bool | None = None,
+        set_avatar: bool = False,
+        avatar_file_id: UUID | None = None,
     ) -> Persona | None:
-        """None (leave as is) for a field not given; returns None unless `owner_id` owns the persona."""
+        """None (leave as is) for a field not given; with `set_avatar` the avatar becomes `avatar_file_id`
+        (None: no avatar). Returns None unless `owner_id` owns the persona."""
         return _row(
             await conn.fetchrow(
-                UPDATE, persona_id, owner_id, name, description, personality, greeting, tags, visibility, remixable
+                UPDATE,
+                persona_id,
+                owner_id,
+                name,
+                description,
+                personality,
+                greeting,
+                tags,
+                visibility,
+                remixable,
+                set_avatar,
+                avatar_file_id,
             )
         )
 

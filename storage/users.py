@@ -12,7 +12,7 @@ from core.entities import Principal
 
 _COLUMNS = (
     "id, email, password_hash, display_name, role, plan, timezone, firebase_uid,"
-    " banned_at, ban_reason, session_version, created_at, updated_at"
+    " banned_at, ban_reason, session_version, avatar_file_id, created_at, updated_at"
 )
 
 INSERT = f"""
@@ -25,9 +25,10 @@ BY_ID = f"SELECT {_COLUMNS} FROM users WHERE id = $1"
 BY_ID_FOR_UPDATE = f"SELECT {_COLUMNS} FROM users WHERE id = $1 FOR UPDATE"
 BY_EMAIL = f"SELECT {_COLUMNS} FROM users WHERE lower(email) = lower($1)"
 BY_FIREBASE_UID = f"SELECT {_COLUMNS} FROM users WHERE firebase_uid = $1"
+# NULL leaves display_name and timezone as they are; the avatar changes only when $4 says so ($5 NULL clears it).
 UPDATE_PROFILE = f"""
 UPDATE users SET display_name = COALESCE($2, display_name), timezone = COALESCE($3, timezone),
-                 updated_at = now()
+                 avatar_file_id = CASE WHEN $4 THEN $5::uuid ELSE avatar_file_id END, updated_at = now()
 WHERE id = $1 RETURNING {_COLUMNS}
 """
 SET_PASSWORD = f"""
@@ -66,6 +67,7 @@ class UserRow:
     banned_at: datetime | None
     ban_reason: str | None
     session_version: int
+    avatar_file_id: UUID | None
     created_at: datetime
     updated_at: datetime
 
@@ -90,6 +92,7 @@ class UserRow:
             has_password=self.password_hash is not None,
             firebase_linked=self.firebase_uid is not None,
             banned=self.banned_at is not None,
+            avatar_file_id=self.avatar_file_id,
         )
 
 
@@ -121,9 +124,18 @@ class UserStore:
         return _row(await conn.fetchrow(BY_FIREBASE_UID, uid))
 
     async def update_profile(
-        self, conn: asyncpg.Connection, user_id: UUID, *, display_name: str | None, timezone: str | None
+        self,
+        conn: asyncpg.Connection,
+        user_id: UUID,
+        *,
+        display_name: str | None,
+        timezone: str | None,
+        set_avatar: bool = False,
+        avatar_file_id: UUID | None = None,
     ) -> UserRow | None:
-        return _row(await conn.fetchrow(UPDATE_PROFILE, user_id, display_name, timezone))
+        """None leaves display_name and timezone as they are; with `set_avatar` the avatar becomes
+        `avatar_file_id` (None: no avatar). The caller checks that the file is the user's own image."""
+        return _row(await conn.fetchrow(UPDATE_PROFILE, user_id, display_name, timezone, set_avatar, avatar_file_id))
 
     async def set_password(self, conn: asyncpg.Connection, user_id: UUID, password_hash: str) -> UserRow | None:
         return _row(await conn.fetchrow(SET_PASSWORD, user_id, password_hash))

@@ -21,10 +21,61 @@ class Usage:
         }
 
 
+def size_label(size: int) -> str:
+    """A file size as people read it: 830 B, 12 KB, 3.4 MB."""
+    if size < 1024:
+        return f"{size} B"
+    if size < 1024 * 1024:
+        return f"{round(size / 1024)} KB"
+    return f"{size / (1024 * 1024):.1f} MB"
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file a user turn carries. `data`: an image's bytes, sent to the model as an image part; `text`: the
+    text of a text, Markdown or PDF file, already cut to the prompt's budget; neither: a file the model only
+    hears about (audio, an image of an earlier turn, text that did not fit or could not be read), with
+    `note` saying why."""
+
+    filename: str
+    content_type: str
+    size: int
+    data: bytes | None = None
+    text: str | None = None
+    note: str = ""
+
+    @property
+    def is_image(self) -> bool:
+        return self.content_type.startswith("image/")
+
+    def block(self) -> str:
+        """How the attachment reads in the turn's text (an image's bytes go beside it as a part)."""
+        if self.text is not None:
+            header = f"[Attached: {self.filename}" + (f" ({self.note})" if self.note else "") + "]"
+            return f"{header}\n{self.text}"
+        if self.data is not None:
+            return f"[Attached image: {self.filename}]"
+        described = f"{self.filename} ({self.content_type}, {size_label(self.size)})"
+        return f"[Attached: {described}" + (f": {self.note}" if self.note else "") + "]"
+
+
 @dataclass(frozen=True)
 class Turn:
     role: Literal["user", "assistant"]
     text: str
+    attachments: tuple[Attachment, ...] = ()
+
+    @property
+    def images(self) -> tuple[Attachment, ...]:
+        """The attachments whose bytes go to the model as image parts."""
+        return tuple(a for a in self.attachments if a.data is not None)
+
+    @property
+    def prompt_text(self) -> str:
+        """What the model reads: the message text, then one block per attachment (text, or a mention)."""
+        if not self.attachments:
+            return self.text
+        return "\n\n".join([self.text, *(a.block() for a in self.attachments)])
 
 
 @dataclass(frozen=True)

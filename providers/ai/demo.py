@@ -6,7 +6,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 
-from providers.ai.base import Piece, Prompt, Usage
+from providers.ai.base import Attachment, Piece, Prompt, Turn, Usage, size_label
 
 LABEL = "[demo]"
 _POSITIVE = {"good", "great", "love", "happy", "thanks", "thank", "awesome", "nice", "wonderful", "excellent", "like"}
@@ -23,6 +23,18 @@ def sentiment_label(text: str) -> str:
     return "positive" if score > 0 else "negative" if score < 0 else "neutral"
 
 
+def _seen(attachments: tuple[Attachment, ...]) -> str:
+    """One sentence naming each file the turn carried, so that a newcomer sees attachments arrive."""
+    if not attachments:
+        return ""
+    named = [
+        f"your {'image' if a.is_image else 'file'} {a.filename} ({a.content_type}, {size_label(a.size)})"
+        for a in attachments
+    ]
+    listed = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
+    return f"I see {listed}. "
+
+
 class DemoProvider:
     name = "demo"
     model = "demo-1"
@@ -31,7 +43,8 @@ class DemoProvider:
         self._delay = token_delay_seconds
 
     def _answer(self, prompt: Prompt) -> str:
-        last = next((t.text for t in reversed(prompt.turns) if t.role == "user"), "")
+        turn = next((t for t in reversed(prompt.turns) if t.role == "user"), Turn("user", ""))
+        last = turn.text
         if prompt.task == "sentiment":
             return sentiment_label(last)
         if prompt.task == "enhance":
@@ -43,8 +56,9 @@ class DemoProvider:
         name = prompt.persona_name or "Your persona"
         quoted = " ".join(last.split())[:200]
         return (
-            f"{LABEL} {name} here. You said: \u201c{quoted}\u201d. This reply comes from the built-in demo "
-            "provider; set GEMINI_API_KEY, or AI_PROVIDER=openai with OPENAI_BASE_URL, for real replies."
+            f"{LABEL} {name} here. You said: \u201c{quoted}\u201d. {_seen(turn.attachments)}This reply comes "
+            "from the built-in demo provider; set GEMINI_API_KEY, or AI_PROVIDER=openai with OPENAI_BASE_URL, "
+            "for real replies."
         )
 
     async def stream(self, prompt: Prompt) -> AsyncIterator[Piece]:
@@ -54,7 +68,7 @@ class DemoProvider:
             if self._delay:
                 await asyncio.sleep(self._delay)
             yield Piece(text=word)
-        prompt_tokens = _tokens(prompt.system) + sum(_tokens(t.text) for t in prompt.turns)
+        prompt_tokens = _tokens(prompt.system) + sum(_tokens(t.prompt_text) for t in prompt.turns)
         yield Piece(usage=Usage(prompt_tokens, len(words), prompt_tokens + len(words)))
 
     async def aclose(self) -> None:

@@ -9,7 +9,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from providers.ai.base import Piece, Prompt, ProviderError, Usage, error_for_status
+from providers.ai.base import Piece, Prompt, ProviderError, Turn, Usage, error_for_status
 
 SAFETY = [
     types.SafetySetting(category=category, threshold=types.HarmBlockThreshold.BLOCK_MEDIUM_AND_ABOVE)
@@ -20,6 +20,15 @@ SAFETY = [
         types.HarmCategory.HARM_CATEGORY_DANGEROUS_CONTENT,
     )
 ]
+
+
+def _content(turn: Turn) -> types.Content:
+    """A turn as Gemini content: its images as inline data (before the text, as Gemini advises), then
+    the text with each attachment's block."""
+    images = [types.Part.from_bytes(data=a.data, mime_type=a.content_type) for a in turn.images if a.data]
+    return types.Content(
+        role="model" if turn.role == "assistant" else "user", parts=[*images, types.Part(text=turn.prompt_text)]
+    )
 
 
 class GeminiProvider:
@@ -36,10 +45,7 @@ class GeminiProvider:
         self._client = genai.Client(api_key=api_key, http_options=options)
 
     async def stream(self, prompt: Prompt) -> AsyncIterator[Piece]:
-        contents = [
-            types.Content(role="model" if t.role == "assistant" else "user", parts=[types.Part(text=t.text)])
-            for t in prompt.turns
-        ]
+        contents = [_content(t) for t in prompt.turns]
         config = types.GenerateContentConfig(
             system_instruction=prompt.system or None,
             safety_settings=SAFETY,

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import openai
 
-from providers.ai.base import Piece, Prompt, ProviderError, Usage, error_for_status
+from providers.ai.base import Piece, Prompt, ProviderError, Turn, Usage, error_for_status
+
+
+def _content(turn: Turn) -> str | list[dict[str, Any]]:
+    """A turn's content: plain text, or with images a list of parts, the text first and each image as
+    an `image_url` data URL (the chat-completions format every OpenAI-compatible server takes)."""
+    if not turn.images:
+        return turn.prompt_text
+    parts: list[dict[str, Any]] = [{"type": "text", "text": turn.prompt_text}]
+    for image in turn.images:
+        encoded = base64.b64encode(image.data or b"").decode("ascii")
+        parts.append({"type": "image_url", "image_url": {"url": f"data:{image.content_type};base64,{encoded}"}})
+    return parts
 
 
 class OpenAICompatProvider:
@@ -24,7 +37,7 @@ class OpenAICompatProvider:
         messages: list[dict[str, Any]] = []
         if prompt.system:
             messages.append({"role": "system", "content": prompt.system})
-        messages += [{"role": t.role, "content": t.text} for t in prompt.turns]
+        messages += [{"role": t.role, "content": _content(t)} for t in prompt.turns]
         usage: Usage | None = None
         try:
             stream = await self._client.chat.completions.create(

@@ -225,6 +225,11 @@ class FilesService:
         log.info("file stored", file_id=str(stored.id), category=category, content_type=content_type, size=size)
         return stored
 
+    async def store_bytes(self, user: Principal, *, category: str, filename: str, data: bytes) -> StoredFile:
+        """`upload` of bytes already in memory (a Character Card's picture): the same type check, image
+        processing, size limit and storage quota."""
+        return await self.upload(user, category=category, filename=filename, chunks=_once(data))
+
     async def _store_image(
         self, counted: _Counted, stem: str, written: list[str]
     ) -> tuple[int, int, int, str, str, int]:
@@ -441,6 +446,10 @@ class FilesService:
 async def _empty() -> AsyncIterator[bytes]:
     return
     yield b""  # pragma: no cover  (makes this an async generator)
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 def _clean_name(filename: str, extension: str) -> str:

@@ -1,6 +1,7 @@
 """KnowledgeService: a persona's knowledge base (text entries and TXT/Markdown/PDF files, split into
 chunks by chunking.py, files read by extraction.py), the chunks most relevant to a message, and
-Character Card import and export.
+Character Card import and export (a PNG card's picture becomes the persona's avatar; a PNG export is drawn
+on the avatar).
 
 Knowledge is part of the persona's definition, its creator's asset: only the owner adds or deletes it (anyone
 else: "not found"); others may list and read it only when the persona is public and remixable (a public one
@@ -18,16 +19,19 @@ from uuid import UUID
 import asyncpg
 import structlog
 
-from core.entities import KnowledgeDocument, KnowledgeEntry, Persona, PersonaDraft, Principal
-from core.errors import NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from core.entities import KnowledgeDocument, KnowledgeEntry, Persona, PersonaDraft, Principal, StoredFile
+from core.errors import AppError, Code, NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from core.pages import Slice
 from services import character_cards as cards
+from services.files.service import FilesService
 from services.knowledge.chunking import Prepared, clean_text, prepare, query_words
 from services.knowledge.extraction import attachment_name, extract_file_text, safe_filename, title_from_filename
 from services.personas import PersonaService
 from storage.knowledge import KnowledgeStore
 
 log = structlog.get_logger(__name__)
+# Why a card's picture may not be kept: the persona is imported without it (see `import_card`).
+_PICTURE_REFUSALS = frozenset({Code.STORAGE_LIMIT, Code.INVALID_FILE, Code.UNSUPPORTED_TYPE, Code.TOO_LARGE})
 
 
 @dataclass(frozen=True)
@@ -51,9 +55,12 @@ class ExportedCard:
 
 
 class KnowledgeService:
-    def __init__(self, *, pool: asyncpg.Pool, personas: PersonaService, upload_max_bytes: int) -> None:
+    def __init__(
+        self, *, pool: asyncpg.Pool, personas: PersonaService, files: FilesService, upload_max_bytes: int
+    ) -> None:
         self._pool = pool
         self._personas = personas
+        self._files = files
         self._upload_max_bytes = upload_max_bytes
         self._store = KnowledgeStore()
 
@@ -165,7 +172,13 @@ class KnowledgeService:
     async def import_card(self, user: Principal, data: bytes) -> ImportedCard:
         """A new private persona of the user's from a Character Card (PNG or JSON, V1/V2/V3), with its
         enabled character book entries as knowledge (source "character_book"), all in one transaction.
-        Counts against the plan (403 `plan_limit`)."""
+        Counts against the plan (403 `plan_limit`).
+
+        A PNG card's picture becomes the persona's avatar: stored first as the user's `persona_image` file,
+        processed like any upload and counted against their storage. When it cannot be kept (storage full,
+        or pixels that are not a valid image) the persona is imported without it and `truncated` lists
+        `avatar`: the card's text is what the import is for and costs no storage, and the user can free
+        space and set a picture later. Should the persona not be made after all, the file goes again."""
         if len(data) > self._upload_max_bytes:
             raise PayloadTooLarge(f"file: larger than {self._upload_max_bytes} bytes")
 
@@ -182,32 +195,64 @@ class KnowledgeService:
             if err.unsupported:
                 raise UnsupportedMediaType(f"{err.field}: {err.message}", details=details) from err
             raise ValidationFailed(f"{err.field}: {err.message}", details=details) from err
-        async with self._pool.acquire() as conn, conn.transaction():
-            draft = PersonaDraft(
-                name=fields.name,
-                description=fields.description,
-                personality=fields.personality,
-                greeting=fields.greeting,
-                tags=fields.tags,
-            )
-            persona = await self._personas.create_in(conn, user, draft)
-            for prepared in knowledge:
-                await self._store.insert(
-                    conn,
-                    persona_id=persona.id,
-                    title=prepared.title,
-                    source="character_book",
-                    content=prepared.content,
-                    chunks=prepared.chunks,
-                    keys=prepared.keys,
+        truncated = list(fields.truncated)
+        picture: StoredFile | None = None
+        if data.startswith(cards.PNG_SIGNATURE):
+            await self._personas.check_slot(user)  # no picture stored for an import the plan refuses
+            picture = await self._keep_picture(user, data, attachment_name(fields.name, "png"))
+            if picture is None:
+                truncated.append("avatar")
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                draft = PersonaDraft(
+                    name=fields.name,
+                    description=fields.description,
+                    personality=fields.personality,
+                    greeting=fields.greeting,
+                    tags=fields.tags,
                 )
+                persona = await self._personas.create_in(
+                    conn, user, draft, avatar_file_id=picture.id if picture is not None else None
+                )
+                for prepared in knowledge:
+                    await self._store.insert(
+                        conn,
+                        persona_id=persona.id,
+                        title=prepared.title,
+                        source="character_book",
+                        content=prepared.content,
+                        chunks=prepared.chunks,
+                        keys=prepared.keys,
+                    )
+        except BaseException:
+            if picture is not None:
+                await self._drop_picture(user, picture)
+            raise
         log.info("character card imported", persona_id=str(persona.id), spec=card.spec, knowledge=len(knowledge))
-        return ImportedCard(persona, len(knowledge), fields.truncated)
+        return ImportedCard(persona, len(knowledge), truncated)
+
+    async def _keep_picture(self, user: Principal, data: bytes, filename: str) -> StoredFile | None:
+        """The card's PNG stored as the user's picture (its text chunks, the card, are stripped like any
+        upload's metadata); None when it cannot be kept for a reason of its own."""
+        try:
+            return await self._files.store_bytes(user, category="persona_image", filename=filename, data=data)
+        except AppError as err:
+            if err.code not in _PICTURE_REFUSALS:
+                raise
+            log.info("character card picture not kept", reason=err.code)
+            return None
+
+    async def _drop_picture(self, user: Principal, picture: StoredFile) -> None:
+        try:
+            await self._files.delete(user, picture.id)
+        except (AppError, asyncpg.PostgresError, OSError):  # it stays one of the user's files, to delete by hand
+            log.warning("could not delete the picture of a failed card import", file_id=str(picture.id))
 
     async def export_card(self, user: Principal, persona_id: UUID, *, fmt: str) -> ExportedCard:
-        """The persona as a Character Card: V2 JSON (`fmt` "json"), or a PNG (`fmt` "png") carrying V2 in
-        a `chara` chunk and V3 in a `ccv3` one, with the knowledge base as the card's character book. A card
-        is the whole definition: only for whoever may read it (owner, or anyone when public and remixable)."""
+        """The persona as a Character Card: V2 JSON (`fmt` "json"), or a PNG (`fmt` "png": the avatar, or a
+        placeholder portrait when there is none) carrying V2 in a `chara` chunk and V3 in a `ccv3` one, with
+        the knowledge base as the card's character book. A card is the whole definition: only for whoever may
+        read it (owner, or anyone when public and remixable)."""
         persona = await self._personas.get_definition(user, persona_id)
         async with self._pool.acquire() as conn:
             documents = await self._store.documents(conn, persona.id)
@@ -221,9 +266,25 @@ class KnowledgeService:
             extensions={"parlor": {"persona_id": str(persona.id)}},
         )
         if fmt == "png":
+            picture = await self._picture(persona)
             body = await asyncio.to_thread(
-                cards.card_png, card, seed=persona.id.bytes, created=persona.created_at, modified=persona.updated_at
+                cards.card_png,
+                card,
+                seed=persona.id.bytes,
+                created=persona.created_at,
+                modified=persona.updated_at,
+                picture=picture,
             )
             return ExportedCard(body, "image/png", attachment_name(persona.name, "png"))
         body = await asyncio.to_thread(lambda: json.dumps(cards.to_v2(card), ensure_ascii=False, indent=2).encode())
         return ExportedCard(body, "application/json", attachment_name(persona.name, "json"))
+
+    async def _picture(self, persona: Persona) -> bytes | None:
+        """The avatar's bytes for a PNG export; None (the placeholder) when it has none or its bytes are lost."""
+        stored = await self._personas.avatar_of(persona)
+        if stored is None:
+            return None
+        try:
+            return await self._files.read_bytes(stored)
+        except NotFound:  # logged where it was found missing
+            return None

@@ -33,9 +33,11 @@ from core.events import (
 from core.tasks import TaskSet
 from core.wire import MessageOut, TokenUsage
 from providers.ai.base import AIProvider, Prompt, ProviderError
+from services.files.service import FilesService
 from services.knowledge import KnowledgeService
 from services.prompt import build_prompt
 from services.quota import QuotaService
+from services.replies.attachments import AttachmentLoader
 from services.replies.leases import Leases
 from services.replies.settings import ReplySettings
 from services.replies.stream import Live, ReplyStream
@@ -72,9 +74,12 @@ class ReplyService:
         bus: ControlBus,
         knowledge: KnowledgeService,
         quota: QuotaService,
+        files: FilesService,
         settings: ReplySettings,
     ) -> None:
         self._quota = quota
+        # ~4 characters a token: no file's text longer than the whole context can be of use.
+        self._attachments = AttachmentLoader(files, max_text_chars=settings.context_tokens * 4)
         self._pool = pool
         self._upstream = Upstream(provider, settings)
         self._buffer = buffer
@@ -215,6 +220,7 @@ class ReplyService:
             query = " ".join(m.content for m in pending)[-2000:]
             chunks = await self._knowledge.relevant_chunks(persona.id, query, limit=self._settings.knowledge_chunks)
             knowledge = [c.content for c in chunks]
+        attachments = await self._attachments.load(user_id, history, pending)
         return build_prompt(
             persona,
             history,
@@ -222,6 +228,7 @@ class ReplyService:
             context_tokens=self._settings.context_tokens,
             max_output_tokens=self._settings.max_output_tokens,
             user_name=user.display_name if user else "the user",
+            attachments=attachments,
         )
 
     async def _end(

@@ -118,6 +118,8 @@ def test_user_shape_has_no_secret() -> None:
         "has_password",
         "firebase_linked",
         "banned",
+        "avatar_file_id",
+        "avatar_url",
     ]
     assert "session_version" not in shape and shape["created_at"] == WHEN_JSON
 

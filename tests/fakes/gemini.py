@@ -6,6 +6,7 @@ Each request takes the next scripted behaviour: delays, errors, hangs and cuts m
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from collections import deque
@@ -29,6 +30,12 @@ class Behaviour:
     usage: tuple[int, int, int] = (11, 5, 16)
 
 
+def _bytes(encoded: str) -> bytes:
+    """Proto3 JSON bytes: standard or URL-safe base64, padded or not."""
+    encoded = encoded.replace("-", "+").replace("_", "/").rstrip("=")
+    return base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+
+
 @dataclass
 class Call:
     path: str
@@ -39,14 +46,33 @@ class Call:
     client_gone: bool = False
     tokens_sent: int = 0
 
+    def parts(self, role: str = "user") -> list[dict[str, Any]]:
+        """Every part of the request's contents of that role, in order."""
+        return [p for c in self.body.get("contents", []) if c.get("role") == role for p in c.get("parts", [])]
+
+    def inline_images(self) -> list[tuple[str, bytes]]:
+        """The (mime type, decoded bytes) of each inline-data part the user contents carried. The SDK writes
+        the blob's fields as `mime_type` and its bytes URL-safe; the API, like any proto3 JSON parser, takes
+        `mimeType` and standard base64 too."""
+        blobs = [p.get("inlineData", p.get("inline_data")) for p in self.parts()]
+        return [(b.get("mimeType", b.get("mime_type")), _bytes(b["data"])) for b in blobs if b is not None]
+
+    def user_text(self) -> str:
+        """All the text of the user contents, joined."""
+        return "\n".join(p["text"] for p in self.parts() if "text" in p)
+
 
 class FakeGemini:
     def __init__(self) -> None:
         self.script: deque[Behaviour] = deque()
         self.default = Behaviour()
-        self.calls: list[Call] = []
+        self.calls: list[Call] = []  # every request, with its parsed JSON body
         self._runner: web.AppRunner | None = None
         self.url = ""
+
+    @property
+    def bodies(self) -> list[dict[str, Any]]:
+        return [call.body for call in self.calls]
 
     def then(self, *behaviours: Behaviour) -> FakeGemini:
         self.script.extend(behaviours)

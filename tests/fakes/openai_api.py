@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from typing import Any
@@ -19,9 +20,35 @@ class FakeOpenAI:
     def __init__(self) -> None:
         self.default = Behaviour(tokens=["Hi", " from", " the", " fake", " OpenAI."], usage=(9, 5, 14))
         self.script: list[Behaviour] = []
-        self.bodies: list[dict[str, Any]] = []
+        self.bodies: list[dict[str, Any]] = []  # every request's parsed JSON body
         self._runner: web.AppRunner | None = None
         self.url = ""
+
+    @staticmethod
+    def user_parts(body: dict[str, Any]) -> list[dict[str, Any]]:
+        """The user messages' content as parts (a plain string content is one text part)."""
+        parts: list[dict[str, Any]] = []
+        for message in body.get("messages", []):
+            if message.get("role") != "user":
+                continue
+            content = message.get("content")
+            parts += [{"type": "text", "text": content}] if isinstance(content, str) else list(content or [])
+        return parts
+
+    @classmethod
+    def images(cls, body: dict[str, Any]) -> list[tuple[str, bytes]]:
+        """The (media type, decoded bytes) of each `image_url` data URL the user messages carried."""
+        found = []
+        for part in cls.user_parts(body):
+            if part.get("type") == "image_url":
+                header, _, data = part["image_url"]["url"].partition(",")
+                assert header.startswith("data:") and header.endswith(";base64"), header
+                found.append((header[5:-7], base64.b64decode(data)))
+        return found
+
+    @classmethod
+    def user_text(cls, body: dict[str, Any]) -> str:
+        return "\n".join(p["text"] for p in cls.user_parts(body) if p.get("type") == "text")
 
     async def start(self) -> str:
         app = web.Application()

@@ -32,6 +32,7 @@ PERSONA_FIELDS = {
     "visibility",
     "remixable",
     "avatar_file_id",
+    "avatar_url",
     "cloned_from",
     "created_at",
     "updated_at",

@@ -1,0 +1,49 @@
+"""What may be a picture, shared by personas (PersonaService) and the user's profile (AuthService): one of
+the owner's own uploaded images, named by `avatar_file_id`. Deleting the file clears every avatar that
+uses it (the columns' foreign keys are ON DELETE SET NULL)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Literal
+from uuid import UUID
+
+import asyncpg
+
+from core.entities import Principal, StoredFile
+from core.errors import NotFound, ValidationFailed
+from services.files.service import FilesService
+
+FIELD = "avatar_file_id"
+
+
+class Keep(Enum):
+    """An update that leaves the avatar as it is (None there means "no avatar")."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+# What an update does to the avatar: a file to show, None to remove it, KEEP to leave it.
+AvatarChange = UUID | None | Literal[Keep.KEEP]
+
+
+async def own_image(files: FilesService, user: Principal, file_id: UUID) -> StoredFile:
+    """The user's own image file; 404 naming the field for anyone else's (or no) file, 422 for one that is
+    not an image."""
+    (stored,) = await files.owned(user, [file_id], field=FIELD)
+    if not stored.is_image:
+        raise ValidationFailed(
+            f"{FIELD}: an avatar must be an image, not {stored.content_type}",
+            details=[{"field": FIELD, "message": "not an image"}],
+        )
+    return stored
+
+
+def is_gone(err: asyncpg.ForeignKeyViolationError) -> bool:
+    """The avatar's file was deleted between the check and the write (its foreign key refused it)."""
+    return "avatar_file" in (err.constraint_name or "")
+
+
+def gone() -> NotFound:
+    return NotFound(f"{FIELD}: file not found", details=[{"field": FIELD, "message": "file not found"}])

@@ -7,6 +7,7 @@ a request never buffers more than the limit. What a file is gets decided from it
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from uuid import UUID
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +31,11 @@ Title = Annotated[str, Field(min_length=1, max_length=limits.KNOWLEDGE_TITLE_MAX
 class KnowledgeTextIn(Strict):
     title: Title
     content: str = Field(min_length=1, max_length=limits.KNOWLEDGE_TEXT_MAX)
+
+
+class KnowledgeFileRef(Strict):
+    file_id: UUID = Field(description="One of my files uploaded with category knowledge_base")
+    title: Title | None = Field(default=None, description="Default: the file's name")
 
 
 class KnowledgeFileFields(Strict):
@@ -150,12 +156,14 @@ async def list_knowledge(request: web.Request, user: Principal, query: Knowledge
     response=KnowledgeEntryOut,
     status=201,
     errors=(400, 404, 413, 415, 422),
-    body_content={"application/json": KnowledgeTextIn, "multipart/form-data": KnowledgeFileIn},
+    body_content={"application/json": KnowledgeTextIn | KnowledgeFileRef, "multipart/form-data": KnowledgeFileIn},
 )
 async def add_knowledge(request: web.Request, user: Principal) -> KnowledgeEntryOut:
     """Two forms of request:
 
     - `application/json` `{"title": 1..200 chars, "content": 1..200000 chars}` → source `text`;
+    - `application/json` `{"file_id", "title"?}`: one of my files uploaded with category `knowledge_base`
+      (`POST /files/upload`) → source `file`, as if uploaded here;
     - `multipart/form-data` with a `file` part (TXT, Markdown or PDF, at most UPLOAD_MAX_BYTES) and an
       optional `title` part (default: the file's name) → source `file`. The type comes from the content:
       `%PDF-` is a PDF, UTF-8 text is text; anything else is 415. A PDF that is password-protected or
@@ -165,8 +173,13 @@ async def add_knowledge(request: web.Request, user: Principal) -> KnowledgeEntry
     knowledge = request.app[KNOWLEDGE_SERVICE]
     persona_id = path_uuid(request)
     if request.content_type == "application/json":
-        body = parse_model(KnowledgeTextIn, await read_json(request, knowledge.upload_max_bytes))
-        entry = await knowledge.add_text(user, persona_id, title=body.title, content=body.content)
+        raw = await read_json(request, knowledge.upload_max_bytes)
+        if isinstance(raw, dict) and "file_id" in raw:
+            ref = parse_model(KnowledgeFileRef, raw)
+            entry = await knowledge.add_stored_file(user, persona_id, ref.file_id, title=ref.title)
+        else:
+            body = parse_model(KnowledgeTextIn, raw)
+            entry = await knowledge.add_text(user, persona_id, title=body.title, content=body.content)
     elif request.content_type == "multipart/form-data":
         upload = await read_upload(request, limit=knowledge.upload_max_bytes, fields=("title",))
         # A form's empty title input means "no title" (the file's name then).

@@ -51,14 +51,13 @@ async def files_context(app: web.Application) -> AsyncIterator[None]:
     blobs = blob_store(settings)
     await blobs.check()
     log.info("blob store ready", store=blobs.name)
-    images = image_pool(settings)
     app[FILES_SERVICE] = FilesService(
         pool=app[POOL],
         blobs=blobs,
         plans=app[PLANS],
         limiter=app[LIMITER],
         signer=LinkSigner(app[SECRET]),
-        images=images,
+        images=lambda: image_pool(settings),
         settings=FileSettings(
             upload_max_bytes=settings.upload_max_bytes,
             image_max_side=settings.image_max_side,
@@ -67,5 +66,5 @@ async def files_context(app: web.Application) -> AsyncIterator[None]:
         ),
     )
     yield
-    images.shutdown(wait=False, cancel_futures=True)
+    app[FILES_SERVICE].close()
     await blobs.aclose()

@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -128,7 +129,7 @@ class FilesService:
         plans: Plans,
         limiter: RateLimiter,
         signer: LinkSigner,
-        images: Executor,
+        images: Callable[[], Executor],
         settings: FileSettings,
     ) -> None:
         self._pool = pool
@@ -136,9 +137,14 @@ class FilesService:
         self._plans = plans
         self._limiter = limiter
         self._signer = signer
-        self._images = images
+        self._new_pool = images
+        self._images = images()
         self._settings = settings
         self._store = FileStore()
+
+    def close(self) -> None:
+        """Stops the image workers (at shutdown)."""
+        self._images.shutdown(wait=False, cancel_futures=True)
 
     @property
     def upload_max_bytes(self) -> int:
@@ -245,6 +251,12 @@ class FilesService:
             )
         except InvalidImage as err:
             raise ValidationFailed(str(err), code=Code.INVALID_FILE) from err
+        except BrokenProcessPool as err:
+            # A worker died (a decoder crash, the OOM killer): this image fails, the next gets a new pool.
+            log.error("image worker pool broken: replacing it")
+            self._images.shutdown(wait=False, cancel_futures=True)
+            self._images = self._new_pool()
+            raise Unavailable("image processing restarted, try again") from err
         del data
         await self._put_bytes(stem, image.data, image.content_type)
         written.append(stem)

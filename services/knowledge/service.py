@@ -111,6 +111,23 @@ class KnowledgeService:
         prepared = await asyncio.to_thread(prepare, title, content)
         return await self._add(user, persona_id, prepared, source="text")
 
+    async def add_stored_file(
+        self, user: Principal, persona_id: UUID, file_id: UUID, *, title: str | None = None
+    ) -> KnowledgeEntry:
+        """One of the user's uploaded `knowledge_base` files (POST /files/upload) as knowledge, like a direct
+        upload: 404 naming `file_id` for someone else's (or no) file, 422 for another category."""
+        async with self._pool.acquire() as conn:
+            if not await self._store.owns_persona(conn, persona_id, owner_id=user.id):
+                raise NotFound("persona not found")
+        (stored,) = await self._files.owned(user, [file_id], field="file_id")
+        if stored.category != "knowledge_base":
+            raise ValidationFailed(
+                f"file_id: a {stored.category} file; upload it with category knowledge_base",
+                details=[{"field": "file_id", "message": "not a knowledge_base file"}],
+            )
+        data = await self._files.read_bytes(stored)
+        return await self.add_file(user, persona_id, data=data, filename=stored.filename, title=title)
+
     async def add_file(
         self, user: Principal, persona_id: UUID, *, data: bytes, filename: str | None, title: str | None = None
     ) -> KnowledgeEntry:

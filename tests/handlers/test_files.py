@@ -324,3 +324,44 @@ async def test_the_category_may_come_after_the_file(client: TestClient) -> None:
     missing.add_field("file", b"no category\n", filename="n.txt", content_type="text/plain")
     resp = await client.post("/api/v1/files/upload", data=missing, headers=bearer(user))
     assert resp.status == 422 and (await resp.json())["error"]["details"][0]["field"] == "category"
+
+
+async def test_a_knowledge_base_file_becomes_knowledge_by_id(client: TestClient) -> None:
+    user, other = await register(client), await register(client)
+    persona = await (await client.post("/api/v1/personas", json={"name": "Librarian"}, headers=bearer(user))).json()
+    text = "The vault opens with the word heliotrope.\n" * 20
+    made = await uploaded(client, user, text.encode(), "vault.md", category="knowledge_base")
+    path = f"/api/v1/personas/{persona['id']}/knowledge"
+    resp = await client.post(path, json={"file_id": made["id"]}, headers=bearer(user))
+    assert resp.status == 201, await resp.text()
+    entry = await resp.json()
+    assert entry["source"] == "file" and entry["filename"] == "vault.md" and entry["content_type"] == "text/markdown"
+    detail = await (await client.get(f"{path}/{entry['id']}", headers=bearer(user))).json()
+    assert "heliotrope" in detail["content"]
+    theirs = await uploaded(client, other, b"not yours\n", "x.txt", category="knowledge_base")
+    resp = await client.post(path, json={"file_id": theirs["id"]}, headers=bearer(user))
+    assert resp.status == 404 and (await resp.json())["error"]["details"][0]["field"] == "file_id"
+    attachment = await uploaded(client, user, b"a chat file\n", "c.txt")
+    resp = await client.post(path, json={"file_id": attachment["id"]}, headers=bearer(user))
+    assert resp.status == 422
+    resp = await client.post(path, json={"file_id": made["id"]}, headers=bearer(other))
+    assert resp.status == 404  # not their persona
+
+
+async def test_a_dead_image_worker_fails_one_upload_and_the_next_gets_a_new_pool(client: TestClient) -> None:
+    import os
+    import signal
+
+    from handlers.keys import FILES_SERVICE
+
+    user = await register(client)
+    await uploaded(client, user, png(), "first.png")  # starts the worker
+    pool = client.server.app[FILES_SERVICE]._images
+    for pid in list(pool._processes):  # type: ignore[attr-defined]
+        os.kill(pid, signal.SIGKILL)
+    await asyncio.sleep(0.5)
+    resp = await upload(client, user, png(), "second.png")
+    assert resp.status == 503 and (await resp.json())["error"]["code"] == "unavailable"
+    again = await uploaded(client, user, png(), "third.png")
+    assert again["content_type"] == "image/png"
+    assert (await client.get("/api/v1/auth/me", headers=bearer(user))).status == 200

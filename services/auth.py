@@ -309,20 +309,15 @@ class AuthService:
                 ) from err
         if avatar_file_id is not KEEP and avatar_file_id is not None:
             await avatars.own_image(self._files, user, avatar_file_id)
-        try:
+        with avatars.file_gone_is_not_found():
             async with self._pool.acquire() as conn:
                 updated = await self._users.update_profile(
                     conn,
                     user.id,
                     display_name=display_name,
                     timezone=timezone,
-                    set_avatar=avatar_file_id is not KEEP,
-                    avatar_file_id=avatar_file_id if avatar_file_id is not KEEP else None,
+                    **avatars.columns(avatar_file_id),
                 )
-        except asyncpg.ForeignKeyViolationError as err:
-            if avatars.is_gone(err):
-                raise avatars.gone() from err
-            raise
         if updated is None:
             raise Unauthorized("account no longer exists")
         return updated.principal()

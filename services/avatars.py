@@ -4,8 +4,10 @@ uses it (the columns' foreign keys are ON DELETE SET NULL)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 import asyncpg
@@ -40,10 +42,18 @@ async def own_image(files: FilesService, user: Principal, file_id: UUID) -> Stor
     return stored
 
 
-def is_gone(err: asyncpg.ForeignKeyViolationError) -> bool:
-    """The avatar's file was deleted between the check and the write (its foreign key refused it)."""
-    return "avatar_file" in (err.constraint_name or "")
+def columns(change: AvatarChange) -> dict[str, Any]:
+    """The store's arguments for an update: whether to set the avatar, and to what."""
+    return {"set_avatar": change is not KEEP, "avatar_file_id": change if change is not KEEP else None}
 
 
-def gone() -> NotFound:
-    return NotFound(f"{FIELD}: file not found", details=[{"field": FIELD, "message": "file not found"}])
+@contextmanager
+def file_gone_is_not_found() -> Iterator[None]:
+    """Around the write: the avatar's file deleted between the check and the write (its foreign key refuses
+    the row) is the same 404 as a file that never was."""
+    try:
+        yield
+    except asyncpg.ForeignKeyViolationError as err:
+        if "avatar_file" not in (err.constraint_name or ""):
+            raise
+        raise NotFound(f"{FIELD}: file not found", details=[{"field": FIELD, "message": "file not found"}]) from err

@@ -142,13 +142,9 @@ class PersonaService:
         """`avatar_file_id`: one of the user's own images (404 naming the field otherwise, 422 if not an image)."""
         if avatar_file_id is not None:
             await avatars.own_image(self._files, user, avatar_file_id)
-        try:
+        with avatars.file_gone_is_not_found():
             async with self._pool.acquire() as conn, conn.transaction():
                 persona = await self.create_in(conn, user, draft, avatar_file_id=avatar_file_id)
-        except asyncpg.ForeignKeyViolationError as err:
-            if avatars.is_gone(err):
-                raise avatars.gone() from err
-            raise
         log.info("persona created", persona_id=str(persona.id))
         return persona
 
@@ -184,7 +180,7 @@ class PersonaService:
         removes it, KEEP (the default) leaves it; a file must be the user's own image. Owner only."""
         if avatar_file_id is not KEEP and avatar_file_id is not None:
             await avatars.own_image(self._files, user, avatar_file_id)
-        try:
+        with avatars.file_gone_is_not_found():
             async with self._pool.acquire() as conn:
                 persona = await self._personas.update(
                     conn,
@@ -197,13 +193,8 @@ class PersonaService:
                     tags=normalize_tags(tags) if tags is not None else None,
                     visibility=visibility,
                     remixable=remixable,
-                    set_avatar=avatar_file_id is not KEEP,
-                    avatar_file_id=avatar_file_id if avatar_file_id is not KEEP else None,
+                    **avatars.columns(avatar_file_id),
                 )
-        except asyncpg.ForeignKeyViolationError as err:
-            if avatars.is_gone(err):
-                raise avatars.gone() from err
-            raise
         if persona is None:
             raise NotFound("persona not found")
         return persona

@@ -17,8 +17,8 @@ from core.entities import Principal
 from core.errors import UnsupportedMediaType
 from core.pages import Keyset, decode_cursor, encode_cursor
 from core.wire import KnowledgeEntryDetail, KnowledgeEntryOut, PersonaOut
-from handlers.api import Api, parse_model, path_uuid, read_json
-from handlers.keys import KNOWLEDGE_SERVICE
+from handlers.api import Api, client_ip, parse_model, path_uuid, read_json
+from handlers.keys import FILES_SERVICE, KNOWLEDGE_SERVICE
 from handlers.multipart import read_upload
 from handlers.schemas import CursorParam, Strict
 
@@ -227,7 +227,7 @@ async def delete_knowledge(request: web.Request, user: Principal) -> None:
     summary="Import a Character Card (PNG or JSON) as a new private persona",
     response=ImportOut,
     status=201,
-    errors=(400, 403, 413, 415, 422),
+    errors=(400, 403, 413, 415, 422, 429),
     body_content={"multipart/form-data": CardUpload},
 )
 async def import_card(request: web.Request, user: Principal) -> dict[str, Any]:
@@ -240,6 +240,8 @@ async def import_card(request: web.Request, user: Principal) -> dict[str, Any]:
     the plan's persona limit (403 `plan_limit`). Neither PNG nor JSON: 415; no card, or a broken one: 422
     naming the problem."""
     knowledge = request.app[KNOWLEDGE_SERVICE]
+    # A card's picture goes through the image workers: the upload rate applies (429 + Retry-After).
+    await request.app[FILES_SERVICE].check_rate(user, client_ip(request))
     upload = await read_upload(request, limit=knowledge.upload_max_bytes)
     imported = await knowledge.import_card(user, upload.data)
     return {

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core import limits
 from core.validation import INT64_MAX
-from core.wire import MessageOut, SessionOut, Timestamp, TokenUsage, Wire
+from core.wire import AttachmentIds, MessageOut, SessionOut, Timestamp, TokenUsage, Wire
 
 
 def user_room(user_id: UUID | str) -> str:
@@ -199,11 +199,7 @@ class SendIn(ClientPayload):
     client_id: UUID
     # The configured MESSAGE_MAX_CHARS is enforced by the service; this only stops absurd payloads early.
     content: str = Field(min_length=1, max_length=limits.MESSAGE_BODY_MAX)
-    attachments: list[UUID] = Field(
-        default_factory=list,
-        max_length=limits.ATTACHMENTS_MAX,
-        description="Up to 4 of my files (chat_attachment, or any image) the message carries and the AI sees",
-    )
+    attachments: AttachmentIds = []
 
 
 class SyncIn(ClientPayload):

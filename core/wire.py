@@ -12,6 +12,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema, model_validator
 
+from core import limits
 from core.entities import Invoice, Persona, Principal, ScoredPersona, StoredFile
 from core.timefmt import iso
 
@@ -86,6 +87,14 @@ class TokenUsage(Wire):
     total_tokens: int = Field(ge=0)
 
 
+# The files a message carries, as a sender names them (message:send, the REST sends).
+AttachmentIds = Annotated[
+    list[UUID],
+    Field(
+        max_length=limits.ATTACHMENTS_MAX,
+        description="Up to 4 of my files (chat_attachment, or any image) the message carries and the AI sees",
+    ),
+]
 FileCategory = Literal["avatar", "persona_image", "chat_attachment", "knowledge_base"]
 
 

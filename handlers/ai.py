@@ -10,12 +10,11 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 from pydantic import BaseModel, Field
 
-from core import limits
 from core.entities import Message, Principal
 from core.errors import AppError, Conflict, NotFound, StreamGone
 from core.events import SERVER_EVENTS, AiChunkEvent, AiErrorEvent, AiStartEvent
 from core.validation import INT64_MAX, Bigint, whole_number
-from core.wire import MessageOut
+from core.wire import AttachmentIds, MessageOut
 from handlers.api import Api, path_uuid
 from handlers.keys import AI_TOOLS, CHAT_SERVICE, REPLY_SERVICE, SETTINGS
 from handlers.schemas import MessageContent, Strict
@@ -29,11 +28,7 @@ class ChatIn(Strict):
     session_id: UUID
     client_id: UUID
     content: MessageContent
-    attachments: list[UUID] = Field(
-        default_factory=list,
-        max_length=limits.ATTACHMENTS_MAX,
-        description="Up to 4 of my files (chat_attachment, or any image) the message carries and the AI sees",
-    )
+    attachments: AttachmentIds = []
 
 
 class TextIn(Strict):

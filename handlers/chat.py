@@ -13,7 +13,7 @@ from core import limits
 from core.entities import Principal
 from core.pages import Position, decode_cursor, encode_cursor
 from core.validation import Bigint, PositiveBigint
-from core.wire import MessageOut, SessionOut
+from core.wire import AttachmentIds, MessageOut, SessionOut
 from handlers.api import Api, path_uuid
 from handlers.keys import CHAT_SERVICE
 from handlers.schemas import CursorParam, MessageContent, Strict
@@ -64,11 +64,7 @@ class MessagePage(BaseModel):
 class SendIn(Strict):
     client_id: UUID
     content: MessageContent
-    attachments: list[UUID] = Field(
-        default_factory=list,
-        max_length=limits.ATTACHMENTS_MAX,
-        description="Up to 4 of my files (chat_attachment, or any image) the message carries and the AI sees",
-    )
+    attachments: AttachmentIds = []
 
 
 @api.route("GET", P, summary="My chat sessions, pinned first, then most recent", query=ListQuery, response=SessionPage)

@@ -228,3 +228,28 @@ class StoredFile:
     @property
     def is_image(self) -> bool:
         return self.content_type.startswith("image/")
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A notification stored for one user; `read_at` is None while unread."""
+
+    id: UUID
+    user_id: UUID
+    kind: str
+    title: str
+    body: str
+    data: dict[str, Any]
+    read_at: datetime | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Device:
+    """A push device (an FCM registration token) of one user."""
+
+    token: str
+    user_id: UUID
+    platform: str
+    created_at: datetime
+    last_seen_at: datetime

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core import limits
 from core.validation import INT64_MAX
-from core.wire import AttachmentIds, MessageOut, SessionOut, Timestamp, TokenUsage, Wire
+from core.wire import AttachmentIds, MessageOut, NotificationOut, SessionOut, Timestamp, TokenUsage, Wire
 
 
 def user_room(user_id: UUID | str) -> str:
@@ -148,6 +148,13 @@ class SessionEndedEvent(ServerEvent):
     reason: EndReason
 
 
+class NotificationEvent(ServerEvent):
+    """A notification was stored for the user: to the user's sockets, after commit."""
+
+    name = "notification"
+    notification: NotificationOut
+
+
 SERVER_EVENTS: dict[str, type[ServerEvent]] = {
     event.name: event
     for event in (
@@ -163,6 +170,7 @@ SERVER_EVENTS: dict[str, type[ServerEvent]] = {
         CreditsEvent,
         PlanEvent,
         SessionEndedEvent,
+        NotificationEvent,
     )
 }
 

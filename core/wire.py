@@ -276,3 +276,33 @@ class InvoiceOut(Wire):
             period_end=invoice.period_end,
             created_at=invoice.created_at,
         )
+
+
+NotificationKind = Literal["reply_ready", "job_done", "subscription", "credits", "broadcast"]
+NOTIFICATION_KINDS: tuple[NotificationKind, ...] = ("reply_ready", "job_done", "subscription", "credits", "broadcast")
+DevicePlatform = Literal["android", "ios", "web"]
+
+
+class NotificationOut(Out):
+    """A stored notification (also the `notification` event's payload)."""
+
+    id: UUID
+    kind: NotificationKind
+    title: str
+    body: str
+    data: dict[str, Any] = Field(description="Deep-link data for the app, e.g. a session id; {} when none")
+    read_at: Timestamp | None = Field(description="When it was marked read; null while unread")
+    created_at: Timestamp
+
+
+class KindPreference(Wire):
+    """How one kind of notification reaches the user."""
+
+    in_app: bool = Field(description="Stored and sent as the `notification` event")
+    push: bool = Field(description="Pushed to the user's devices while no socket of theirs is connected")
+
+
+class PreferencesOut(Wire):
+    """Every notification kind with its preference (defaults: both on)."""
+
+    kinds: dict[NotificationKind, KindPreference]

@@ -22,6 +22,7 @@ from services.credits import CreditService
 from services.files.service import FilesService
 from services.knowledge import KnowledgeService
 from services.metrics import Metrics
+from services.notifications import NotificationService
 from services.personas import PersonaService
 from services.plans import Plans
 from services.play_billing import PlayBillingService
@@ -60,6 +61,7 @@ FILES_SERVICE = web.AppKey("files_service", FilesService)
 REPLY_SERVICE = web.AppKey("reply_service", ReplyService)
 AI_TOOLS = web.AppKey("ai_tools", AITools)
 CREDIT_SERVICE = web.AppKey("credit_service", CreditService)
+NOTIFICATION_SERVICE = web.AppKey("notification_service", NotificationService)
 QUOTA_SERVICE = web.AppKey("quota_service", QuotaService)
 USAGE_SERVICE = web.AppKey("usage_service", UsageService)
 BILLING_SETTINGS = web.AppKey("billing_settings", BillingSettings)

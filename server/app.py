@@ -21,6 +21,7 @@ from handlers import files as files_handlers
 from handlers import health as health_handlers
 from handlers import knowledge as knowledge_handlers
 from handlers import middlewares
+from handlers import notifications as notification_handlers
 from handlers import personas as persona_handlers
 from handlers import usage as usage_handlers
 from handlers.api import register_apis
@@ -34,6 +35,7 @@ from handlers.keys import (
     FILES_SERVICE,
     KNOWLEDGE_SERVICE,
     METRICS,
+    NOTIFICATION_SERVICE,
     PERSONA_SERVICE,
     PLANS,
     POOL,
@@ -67,6 +69,7 @@ from services.chat import ChatService
 from services.credits import CreditService
 from services.knowledge import KnowledgeService
 from services.metrics import Metrics
+from services.notifications import NotificationService
 from services.personas import PersonaService
 from services.plans import PlanLimits, Plans
 from services.quota import QuotaService
@@ -93,6 +96,7 @@ HANDLER_MODULES = (
     ai_handlers,
     billing_handlers,
     usage_handlers,
+    notification_handlers,
 )
 
 
@@ -163,7 +167,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         files=app[FILES_SERVICE],
     )
     app[ADMIN_SERVICE] = AdminService(pool=app[POOL], events=events)
-    app[CREDIT_SERVICE] = CreditService(pool=app[POOL], events=events)
+    app[NOTIFICATION_SERVICE] = NotificationService(pool=app[POOL], events=events)
+    app[CREDIT_SERVICE] = CreditService(pool=app[POOL], events=events, notifications=app[NOTIFICATION_SERVICE])
     app[USAGE_SERVICE] = UsageService(pool=app[POOL])
     app[QUOTA_SERVICE] = QuotaService(plans=app[PLANS], credits=app[CREDIT_SERVICE], events=events, pool=app[POOL])
     app[PERSONA_SERVICE] = PersonaService(pool=app[POOL], plans=app[PLANS], events=events, files=app[FILES_SERVICE])

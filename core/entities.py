@@ -253,3 +253,34 @@ class Device:
     platform: str
     created_at: datetime
     last_seen_at: datetime
+
+
+@dataclass(frozen=True)
+class Job:
+    """A background job as its owner sees it. `runs` holds one entry per attempt ({attempt, started_at,
+    finished_at, error, retry_at}); `params` is what the job works on."""
+
+    id: UUID
+    user_id: UUID
+    kind: str
+    status: str
+    progress: float
+    step: str | None
+    attempts: int
+    max_attempts: int
+    priority: int
+    params: dict[str, Any]
+    result: dict[str, Any] | None
+    error: str | None
+    runs: list[dict[str, Any]]
+    queue_job_id: int | None
+    result_file_id: UUID | None
+    result_expires_at: datetime | None
+    cancel_requested: bool
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("succeeded", "failed", "cancelled")

@@ -58,6 +58,7 @@ class Code(StrEnum):
     SESSION_ENDED = "session_ended"
     STORAGE_LIMIT = "storage_limit"
     STREAM_GONE = "stream_gone"
+    TOO_MANY_JOBS = "too_many_jobs"
     TOKEN_EXPIRED = "token_expired"
     TOKEN_REUSED = "token_reused"
     TOO_LARGE = "too_large"
@@ -146,6 +147,12 @@ class RateLimited(AppError):
         retry_after = max(1, retry_after)
         super().__init__(message, details={"retry_after": retry_after}, headers={"Retry-After": str(retry_after)})
         self.retry_after = retry_after
+
+
+class TooManyJobs(RateLimited):
+    """The user has as many jobs queued or running as they may; a new one waits for one to end."""
+
+    code = Code.TOO_MANY_JOBS
 
 
 class Unavailable(AppError):

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core import limits
 from core.validation import INT64_MAX
-from core.wire import AttachmentIds, MessageOut, NotificationOut, SessionOut, Timestamp, TokenUsage, Wire
+from core.wire import AttachmentIds, JobStatus, MessageOut, NotificationOut, SessionOut, Timestamp, TokenUsage, Wire
 
 
 def user_room(user_id: UUID | str) -> str:
@@ -155,6 +155,22 @@ class NotificationEvent(ServerEvent):
     notification: NotificationOut
 
 
+class JobProgressEvent(ServerEvent):
+    """A job of the user changed (queued, started, progressed, retried, ended): to the user's sockets,
+    after commit; progress changes at most a few times a second per job."""
+
+    name = "job:progress"
+    job_id: UUID
+    kind: str
+    status: JobStatus
+    progress: float = Field(ge=0, le=1)
+    step: str | None
+    attempts: int
+    result: dict[str, Any] | None = Field(description="With status succeeded: what the job produced")
+    error: str | None
+    updated_at: Timestamp
+
+
 SERVER_EVENTS: dict[str, type[ServerEvent]] = {
     event.name: event
     for event in (
@@ -171,6 +187,7 @@ SERVER_EVENTS: dict[str, type[ServerEvent]] = {
         PlanEvent,
         SessionEndedEvent,
         NotificationEvent,
+        JobProgressEvent,
     )
 }
 

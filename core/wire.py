@@ -95,7 +95,9 @@ AttachmentIds = Annotated[
         description="Up to 4 of my files (chat_attachment, or any image) the message carries and the AI sees",
     ),
 ]
-FileCategory = Literal["avatar", "persona_image", "chat_attachment", "knowledge_base"]
+UploadCategory = Literal["avatar", "persona_image", "chat_attachment", "knowledge_base"]
+# `export`: files a job made for the user (chat and usage exports); never uploaded.
+FileCategory = Literal["avatar", "persona_image", "chat_attachment", "knowledge_base", "export"]
 
 
 class FileOut(Wire):
@@ -306,3 +308,36 @@ class PreferencesOut(Wire):
     """Every notification kind with its preference (defaults: both on)."""
 
     kinds: dict[NotificationKind, KindPreference]
+
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JobKind = Literal["chat_export", "usage_export", "knowledge_ingest", "broadcast"]
+
+
+class JobRunOut(Wire):
+    """One attempt of a job: when it started and ended, why it failed, when the next try was due."""
+
+    attempt: int
+    started_at: Timestamp
+    finished_at: Timestamp | None = None
+    error: str | None = None
+    retry_at: Timestamp | None = Field(default=None, description="When the next attempt was scheduled (backoff)")
+
+
+class JobOut(Out):
+    """A background job, as its owner sees it (GET /jobs/{id}); `result` holds a signed download `url`
+    where the job made a file."""
+
+    id: UUID
+    kind: str = Field(description="chat_export, usage_export, knowledge_ingest, broadcast")
+    status: JobStatus
+    progress: float = Field(ge=0, le=1)
+    step: str | None = Field(description="What the job is doing now, for people")
+    attempts: int = Field(description="Attempts started so far")
+    max_attempts: int
+    result: dict[str, Any] | None = Field(description="What the job produced (succeeded jobs); null before")
+    error: str | None = Field(description="Why the last attempt failed; null when it did not")
+    runs: list[JobRunOut] = Field(description="Every attempt, oldest first")
+    created_at: Timestamp
+    updated_at: Timestamp
+    finished_at: Timestamp | None

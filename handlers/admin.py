@@ -11,9 +11,9 @@ from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema
 from core.entities import Principal
 from core.pages import IdPosition, Keyset, decode_cursor, encode_cursor
 from core.validation import UtcDatetime
-from core.wire import AuditEntryOut, UserOut
-from handlers.api import Api, path_uuid
-from handlers.keys import ADMIN_SERVICE, CREDIT_SERVICE, SUBSCRIPTION_SERVICE
+from core.wire import AuditEntryOut, JobOut, UserOut
+from handlers.api import Api, model_response, path_uuid
+from handlers.keys import ADMIN_SERVICE, BROADCASTS, CREDIT_SERVICE, SUBSCRIPTION_SERVICE
 from handlers.schemas import CursorParam, Strict
 
 api = Api("admin")
@@ -158,3 +158,26 @@ async def set_plan(request: web.Request, user: Principal, body: PlanIn) -> dict[
         details={"plan": body.plan, "until": body.until.isoformat() if body.until else None, "result": change.after},
     )
     return {"user_id": str(target_id), "plan": change.after}
+
+
+class BroadcastIn(Strict):
+    title: str = Field(min_length=1, max_length=200)
+    body: str = Field(min_length=1, max_length=2000)
+    audience: Literal["all", "premium", "free"] = "all"
+
+
+@api.route(
+    "POST",
+    f"{P}/notifications",
+    summary="Broadcast a notification to every user, or every premium or free user (admin; a job)",
+    body=BroadcastIn,
+    response=JobOut,
+    status=202,
+    errors=(403, 429),
+)
+async def broadcast(request: web.Request, user: Principal, body: BroadcastIn) -> web.Response:
+    """Answers 202 with the job at once; the job stores one `broadcast` notification per user (banned users
+    left out; users who turned `in_app` off for broadcasts skipped), sends each live, pushes to users with no
+    socket, and reports progress per batch of 500. Audited."""
+    job = await request.app[BROADCASTS].start(user, title=body.title, body=body.body, audience=body.audience)
+    return model_response(JobOut.model_validate(job), status=202)

@@ -180,6 +180,11 @@ def _make_view(endpoint: Endpoint, json_max_bytes: int) -> Callable[[web.Request
     return view
 
 
+def model_response(model: BaseModel, *, status: int) -> web.Response:
+    """A wire model as the JSON body of an answer whose status differs from the endpoint's usual one (202)."""
+    return web.Response(body=model.model_dump_json(), status=status, content_type="application/json")
+
+
 async def current_user(request: web.Request) -> Principal:
     """The signed-in user (checked once per request), or 401 with the reason the token was refused."""
     user = request.get(USER_KEY)

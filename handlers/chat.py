@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from aiohttp import web
@@ -13,9 +13,9 @@ from core import limits
 from core.entities import Principal
 from core.pages import Position, decode_cursor, encode_cursor
 from core.validation import Bigint, PositiveBigint
-from core.wire import AttachmentIds, MessageOut, SessionOut
-from handlers.api import Api, path_uuid
-from handlers.keys import CHAT_SERVICE
+from core.wire import AttachmentIds, JobOut, MessageOut, SessionOut
+from handlers.api import Api, model_response, path_uuid
+from handlers.keys import CHAT_EXPORTS, CHAT_SERVICE
 from handlers.schemas import CursorParam, MessageContent, Strict
 
 api = Api("chat")
@@ -164,3 +164,24 @@ async def send_message(request: web.Request, user: Principal, body: SendIn) -> A
     if not result.created:
         return web.json_response(MessageOut.model_validate(result.message).model_dump(mode="json"), status=200)
     return MessageOut.model_validate(result.message)
+
+
+class ChatExportIn(Strict):
+    format: Literal["json", "txt", "pdf"]
+
+
+@api.route(
+    "POST",
+    f"{P}/{{id}}/export",
+    summary="Export a chat as JSON, TXT or PDF (a job)",
+    body=ChatExportIn,
+    response=JobOut,
+    status=202,
+    errors=(404, 429),
+)
+async def export_session(request: web.Request, user: Principal, body: ChatExportIn) -> web.Response:
+    """Answers 202 with the job at once; `job:progress` events follow it (GET /jobs/{id} without a socket).
+    Its result holds a signed `url` to the file: JSON with every message as the history returns it, a TXT
+    transcript, or a PDF that keeps every character (any script, emoji included)."""
+    job = await request.app[CHAT_EXPORTS].start(user, path_uuid(request), body.format)
+    return model_response(JobOut.model_validate(job), status=202)

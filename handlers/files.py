@@ -12,7 +12,7 @@ from core.entities import Principal, StoredFile
 from core.errors import AppError, Code, ValidationFailed
 from core.pages import Keyset, decode_cursor, encode_cursor
 from core.validation import INT64_MAX
-from core.wire import FileCategory, FileOut, Timestamp
+from core.wire import FileCategory, FileOut, Timestamp, UploadCategory
 from handlers.api import Api, client_ip, path_uuid
 from handlers.keys import FILES_SERVICE
 from handlers.multipart import stream_upload
@@ -31,6 +31,8 @@ _CSP = "default-src 'none'; sandbox"
 CONTENT_ANSWERS: dict[str, Any] = {
     "response": bytes,
     "content_type": "*/*",  # the file's own type (image/png, text/plain; charset=utf-8, application/pdf, ...)
+    # A JSON file (an export) is bytes like any other: no schema to hold it to.
+    "other_content": {"application/json": None},
     "other_statuses": {206: bytes, 304: None},
     "errors": (404, 416),
     "header_params": {
@@ -46,7 +48,7 @@ class UploadForm(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    category: FileCategory = Field(
+    category: UploadCategory = Field(
         description="avatar and persona_image: images; knowledge_base: txt, md, pdf; chat_attachment: any type"
     )
     file: bytes = Field(

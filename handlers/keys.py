@@ -17,10 +17,15 @@ from services.auth import AuthService
 from services.billing.checkout import BillingService
 from services.billing.config import BillingSettings
 from services.billing.webhooks import StripeWebhooks
+from services.broadcasts import Broadcasts
 from services.chat import ChatService
 from services.credits import CreditService
+from services.exports.chat_export import ChatExports
+from services.exports.usage_export import UsageExports
 from services.files.service import FilesService
+from services.jobs import JobService
 from services.knowledge import KnowledgeService
+from services.knowledge.ingest_job import KnowledgeIngests
 from services.metrics import Metrics
 from services.notifications import NotificationService
 from services.personas import PersonaService
@@ -69,3 +74,8 @@ SUBSCRIPTION_SERVICE = web.AppKey("subscription_service", SubscriptionService)
 BILLING_SERVICE = web.AppKey("billing_service", BillingService)
 STRIPE_WEBHOOKS = web.AppKey("stripe_webhooks", StripeWebhooks)
 PLAY_SERVICE = web.AppKey("play_service", PlayBillingService)
+JOB_SERVICE = web.AppKey("job_service", JobService)
+CHAT_EXPORTS = web.AppKey("chat_exports", ChatExports)
+USAGE_EXPORTS = web.AppKey("usage_exports", UsageExports)
+BROADCASTS = web.AppKey("broadcasts", Broadcasts)
+KNOWLEDGE_INGESTS = web.AppKey("knowledge_ingests", KnowledgeIngests)

@@ -16,9 +16,9 @@ from core import limits
 from core.entities import Principal
 from core.errors import UnsupportedMediaType
 from core.pages import Keyset, decode_cursor, encode_cursor
-from core.wire import KnowledgeEntryDetail, KnowledgeEntryOut, PersonaOut
-from handlers.api import Api, client_ip, parse_model, path_uuid, read_json
-from handlers.keys import FILES_SERVICE, KNOWLEDGE_SERVICE
+from core.wire import JobOut, KnowledgeEntryDetail, KnowledgeEntryOut, PersonaOut
+from handlers.api import Api, client_ip, model_response, parse_model, path_uuid, read_json
+from handlers.keys import FILES_SERVICE, KNOWLEDGE_INGESTS, KNOWLEDGE_SERVICE
 from handlers.multipart import read_upload
 from handlers.schemas import CursorParam, Strict
 
@@ -36,6 +36,12 @@ class KnowledgeTextIn(Strict):
 class KnowledgeFileRef(Strict):
     file_id: UUID = Field(description="One of my files uploaded with category knowledge_base")
     title: Title | None = Field(default=None, description="Default: the file's name")
+    run_async: bool = Field(
+        default=False,
+        alias="async",
+        description="true: always answer 202 with a job; a large file (over 1 MiB, or a PDF of more than 20 "
+        "pages) is a job either way",
+    )
 
 
 class KnowledgeFileFields(Strict):
@@ -155,15 +161,18 @@ async def list_knowledge(request: web.Request, user: Principal, query: Knowledge
     summary="Add knowledge to my persona: a text, or a TXT/Markdown/PDF file",
     response=KnowledgeEntryOut,
     status=201,
-    errors=(400, 404, 413, 415, 422),
+    errors=(400, 404, 413, 415, 422, 429),
+    other_statuses={202: JobOut},
     body_content={"application/json": KnowledgeTextIn | KnowledgeFileRef, "multipart/form-data": KnowledgeFileIn},
 )
-async def add_knowledge(request: web.Request, user: Principal) -> KnowledgeEntryOut:
+async def add_knowledge(request: web.Request, user: Principal) -> KnowledgeEntryOut | web.Response:
     """Two forms of request:
 
     - `application/json` `{"title": 1..200 chars, "content": 1..200000 chars}` → source `text`;
-    - `application/json` `{"file_id", "title"?}`: one of my files uploaded with category `knowledge_base`
-      (`POST /files/upload`) → source `file`, as if uploaded here;
+    - `application/json` `{"file_id", "title"?, "async"?}`: one of my files uploaded with category
+      `knowledge_base` (`POST /files/upload`) → source `file`, as if uploaded here. A large file (over 1 MiB,
+      or a PDF of more than 20 pages), or any file with `"async": true`, is added by a background job: the
+      answer is then 202 with the job (`job:progress` per PDF page; its result names the new entry);
     - `multipart/form-data` with a `file` part (TXT, Markdown or PDF, at most UPLOAD_MAX_BYTES) and an
       optional `title` part (default: the file's name) → source `file`. The type comes from the content:
       `%PDF-` is a PDF, UTF-8 text is text; anything else is 415. A PDF that is password-protected or
@@ -176,6 +185,10 @@ async def add_knowledge(request: web.Request, user: Principal) -> KnowledgeEntry
         raw = await read_json(request, knowledge.upload_max_bytes)
         if isinstance(raw, dict) and "file_id" in raw:
             ref = parse_model(KnowledgeFileRef, raw)
+            ingests = request.app[KNOWLEDGE_INGESTS]
+            if ref.run_async or await ingests.wants_job(user, persona_id, ref.file_id):
+                job = await ingests.start(user, persona_id, ref.file_id, title=ref.title)
+                return model_response(JobOut.model_validate(job), status=202)
             entry = await knowledge.add_stored_file(user, persona_id, ref.file_id, title=ref.title)
         else:
             body = parse_model(KnowledgeTextIn, raw)

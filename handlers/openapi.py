@@ -135,7 +135,7 @@ def _content(tp: Any, content_type: str, components: _Components) -> dict[str, A
 def _success(endpoint: Endpoint, status: int, tp: Any, components: _Components) -> dict[str, Any]:
     # Bytes answers (a file, a range of it) come in the endpoint's own media type.
     content_type = endpoint.content_type if status == endpoint.status or tp is bytes else "application/json"
-    other = endpoint.other_content if status == endpoint.status else {}
+    other = endpoint.other_content if status == endpoint.status or tp is bytes else {}
     if status == 204 or (tp is None and not other and content_type == "application/json"):
         return {"description": "Done"}
     content = _content(tp, content_type, components)

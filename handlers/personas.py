@@ -198,7 +198,7 @@ async def clone_persona(request: web.Request, user: Principal) -> PersonaOut:
     f"{P}/{{id}}/avatar",
     summary="A persona's avatar (mine or public)",
     query=ContentQuery,
-    **{**CONTENT_ANSWERS, "content_type": "image/*"},  # an avatar is always an image
+    **{**CONTENT_ANSWERS, "content_type": "image/*", "other_content": {}},  # an avatar is always an image
 )
 async def persona_avatar(request: web.Request, user: Principal, query: ContentQuery) -> web.StreamResponse:
     """The image's bytes (`?variant=thumbnail`: at most 256 px), for whoever may read the persona: its owner,

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from datetime import date, datetime
 from typing import Any, Literal
 from uuid import UUID
@@ -14,9 +11,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core.entities import Principal
 from core.pages import IdPosition, decode_cursor, encode_cursor
-from core.wire import LedgerEntryOut
-from handlers.api import Api
-from handlers.keys import BILLING_SETTINGS, CREDIT_SERVICE, FILES_SERVICE, QUOTA_SERVICE, USAGE_SERVICE
+from core.wire import JobOut, LedgerEntryOut
+from handlers.api import Api, model_response
+from handlers.keys import (
+    BILLING_SETTINGS,
+    CREDIT_SERVICE,
+    FILES_SERVICE,
+    QUOTA_SERVICE,
+    USAGE_EXPORTS,
+    USAGE_SERVICE,
+)
 from handlers.schemas import CursorParam, Strict
 
 api = Api("usage")
@@ -85,6 +89,9 @@ class UsageExport(BaseModel):
 class ExportIn(Strict):
     format: Literal["csv", "json"]
     days: int = Field(default=90, ge=1, le=366)
+    run_async: bool = Field(
+        default=False, alias="async", description="true: answer 202 with a job whose result links to the file"
+    )
 
 
 class Balance(BaseModel):
@@ -128,38 +135,27 @@ async def analytics(request: web.Request, user: Principal, query: DaysQuery) -> 
 @api.route(
     "POST",
     "/api/v1/usage/export",
-    summary="Daily usage as CSV or JSON",
+    summary="Daily usage as CSV or JSON (a download, or a job with `async: true`)",
     body=ExportIn,
     response=str,
     content_type="text/csv",
     other_content={"application/json": UsageExport},
+    other_statuses={202: JobOut},
+    errors=(429,),
 )
 async def export(request: web.Request, user: Principal, body: ExportIn) -> web.Response:
     """The same numbers as /usage/history, as a download: CSV (header row, one row per day, RFC 4180)
-    or JSON `{"user_id", "generated_at", "days": [...]}`."""
-    rows = await request.app[USAGE_SERVICE].history(user, days=body.days)
-    stamp = datetime.now().strftime("%Y%m%d")
-    if body.format == "json":
-        payload = {
-            "user_id": str(user.id),
-            "generated_at": datetime.now().astimezone().isoformat(),
-            "days": [{**r.__dict__, "day": r.day.isoformat()} for r in rows],
-        }
-        return web.Response(
-            text=json.dumps(payload, indent=2),
-            content_type="application/json",
-            headers={"Content-Disposition": f'attachment; filename="parlor-usage-{stamp}.json"'},
-        )
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(["day", "messages", "credit_messages", "refunded"])
-    for r in rows:
-        writer.writerow([r.day.isoformat(), r.messages, r.credit_messages, r.refunded])
+    or JSON `{"user_id", "generated_at", "days": [...]}`. With `async: true` the answer is 202 with a job
+    (`job:progress` events, GET /jobs/{id}) whose result links to the same file."""
+    if body.run_async:
+        job = await request.app[USAGE_EXPORTS].start(user, fmt=body.format, days=body.days)
+        return model_response(JobOut.model_validate(job), status=202)
+    export = await request.app[USAGE_SERVICE].export(user.id, user.timezone, days=body.days, fmt=body.format)
     return web.Response(
-        text=out.getvalue(),
-        content_type="text/csv",
+        body=export.data,
+        content_type=export.content_type,
         charset="utf-8",
-        headers={"Content-Disposition": f'attachment; filename="parlor-usage-{stamp}.csv"'},
+        headers={"Content-Disposition": f'attachment; filename="{export.filename}"'},
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from services.billing.config import BillingSettings
 from services.files.service import FilesService
+from services.jobs import JobService
 from services.retention import RetentionService
 from services.subscriptions import SubscriptionService
 
@@ -29,15 +30,23 @@ def build_jobs(
     subscriptions: SubscriptionService,
     retention: RetentionService,
     files: FilesService | None = None,
+    jobs: JobService | None = None,
 ) -> list[Job]:
-    return [
-        # Subscriptions past their period: re-check (Google Play), grace, expiry; plans recomputed.
-        Job("subscriptions", settings.job_subscriptions_seconds, subscriptions.expire_due),
-        # Free-plan chat history older than FREE_HISTORY_DAYS.
-        Job("history_cleanup", settings.job_history_cleanup_seconds, retention.cleanup_history),
-        # Old usage rows, billing events and job runs.
-        Job("housekeeping", settings.job_housekeeping_seconds, retention.housekeeping),
-    ] + (
-        # Chat attachments never sent within a day, and the blobs of deleted files.
-        [Job("file_sweep", settings.job_file_sweep_seconds, files.sweep_orphans)] if files is not None else []
+    return (
+        [
+            # Subscriptions past their period: re-check (Google Play), grace, expiry; plans recomputed.
+            Job("subscriptions", settings.job_subscriptions_seconds, subscriptions.expire_due),
+            # Free-plan chat history older than FREE_HISTORY_DAYS.
+            Job("history_cleanup", settings.job_history_cleanup_seconds, retention.cleanup_history),
+            # Old usage rows, billing events and job runs.
+            Job("housekeeping", settings.job_housekeeping_seconds, retention.housekeeping),
+        ]
+        + (
+            # Chat attachments never sent within a day, and the blobs of deleted files.
+            [Job("file_sweep", settings.job_file_sweep_seconds, files.sweep_orphans)] if files is not None else []
+        )
+        + (
+            # Background jobs' results past JOB_RESULT_TTL_HOURS: their files deleted, their links dropped.
+            [Job("job_results", settings.job_results_seconds, jobs.expire_results)] if jobs is not None else []
+        )
     )

@@ -1,6 +1,7 @@
 """`python -m server`: run Parlor with configuration from the environment.
 
-`python -m server users promote EMAIL` (or `demote`) gives an account the admin role (or takes it)."""
+`python -m server users promote EMAIL` (or `demote`) gives an account the admin role (or takes it).
+`python -m server worker` runs background jobs (and the scheduler) without serving HTTP or sockets."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import argparse
 import asyncio
 import errno
 import gc
+import signal
 import socket
 import sys
 from typing import Any
@@ -120,6 +122,36 @@ def _cannot_listen(log: Any, settings: Settings, err: OSError) -> int:
     return 2
 
 
+# Jobs a worker process runs at once when JOBS_CONCURRENCY does not say (it is 0 on pure API nodes).
+WORKER_DEFAULT_CONCURRENCY = 4
+
+
+def work(settings: Settings) -> int:
+    """`python -m server worker`: the app's services and the job queue's worker, no listening socket. Stops
+    on SIGTERM or SIGINT: running jobs get SHUTDOWN_TIMEOUT_SECONDS, then go back to the queue."""
+    concurrency = settings.jobs_concurrency or WORKER_DEFAULT_CONCURRENCY
+    settings = settings.model_copy(update={"jobs_concurrency": concurrency})
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return asyncio.run(_work(settings))
+
+
+async def _work(settings: Settings) -> int:
+    log = structlog.get_logger("parlor")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(create_app(settings), handle_signals=False)
+    await runner.setup()
+    log.info("worker running", concurrency=settings.jobs_concurrency)
+    try:
+        await stop.wait()
+    finally:
+        log.info("worker stopping")
+        await runner.cleanup()
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m server", description="Parlor: run the server (no command).")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -127,6 +159,7 @@ def _parser() -> argparse.ArgumentParser:
     actions = users.add_subparsers(dest="action", metavar="ACTION", required=True)
     for action, text in (("promote", "give the account the admin role"), ("demote", "make an admin a user again")):
         actions.add_parser(action, help=text).add_argument("email", help="the account's email")
+    commands.add_parser("worker", help="run background jobs only (no HTTP, no sockets)")
     return parser
 
 
@@ -140,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging("WARNING", "console")
         return user_commands.run(args.action, args.email, settings)
     configure_logging(settings.log_level, settings.log_format)
+    if args.command == "worker":
+        return work(settings)
     return serve(settings)
 
 

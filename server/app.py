@@ -19,6 +19,7 @@ from handlers import chat as chat_handlers
 from handlers import docs as docs_handlers
 from handlers import files as files_handlers
 from handlers import health as health_handlers
+from handlers import jobs as job_handlers
 from handlers import knowledge as knowledge_handlers
 from handlers import middlewares
 from handlers import notifications as notification_handlers
@@ -60,6 +61,7 @@ from server.billing_wiring import billing_context
 from server.config import Settings
 from server.embedded import load_or_create_secret, start_embedded_postgres
 from server.files_wiring import files_context
+from server.jobs_wiring import jobs_context
 from server.keys import CONFIG, LIMITER, SECRET
 from server.providers import create_provider
 from services.admin import AdminService
@@ -97,6 +99,7 @@ HANDLER_MODULES = (
     billing_handlers,
     usage_handlers,
     notification_handlers,
+    job_handlers,
 )
 
 
@@ -167,7 +170,10 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         files=app[FILES_SERVICE],
     )
     app[ADMIN_SERVICE] = AdminService(pool=app[POOL], events=events)
-    app[NOTIFICATION_SERVICE] = NotificationService(pool=app[POOL], events=events)
+    # Live sockets per user on every node: the socket layer keeps it; notifications and replies read it.
+    presence = Presence(app.get(REDIS), prefix=settings.redis_prefix)
+    # push=None: push off until the job queue (which runs PushDelivery with FcmSender.from_settings) is wired.
+    app[NOTIFICATION_SERVICE] = NotificationService(pool=app[POOL], events=events, presence=presence, push=None)
     app[CREDIT_SERVICE] = CreditService(pool=app[POOL], events=events, notifications=app[NOTIFICATION_SERVICE])
     app[USAGE_SERVICE] = UsageService(pool=app[POOL])
     app[QUOTA_SERVICE] = QuotaService(plans=app[PLANS], credits=app[CREDIT_SERVICE], events=events, pool=app[POOL])
@@ -218,6 +224,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             knowledge_chunks=settings.ai_knowledge_chunks,
             lease_seconds=settings.ai_lease_seconds,
         ),
+        notifications=app[NOTIFICATION_SERVICE],
+        presence=presence,
     )
     app[CHAT_SERVICE].on_user_message(app[REPLY_SERVICE].on_user_message)
     app[AI_TOOLS] = AITools(provider, timeout_seconds=settings.ai_timeout_seconds)
@@ -225,7 +233,6 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[REPLY_SERVICE].start()
     sio = app[SIO]
     users = SocketUsers(sio, app[AUTH_SERVICE])
-    presence = Presence(app.get(REDIS), prefix=settings.redis_prefix)
     socket_connection.register(
         sio, auth_service=app[AUTH_SERVICE], users=users, presence=presence, metrics=app[METRICS]
     )
@@ -299,7 +306,8 @@ def create_app(settings: Settings) -> web.Application:
     docs_handlers.add_static(app)
 
     # Order matters: database, then Redis, then the files service (blob store, image workers), the
-    # services built on them, then billing and the scheduler (which use the services).
-    app.cleanup_ctx.extend([_database, _redis, files_context, _services, billing_context])
+    # services built on them, the job queue's worker (which runs their methods), then billing and the
+    # scheduler (which use the services). Shutdown runs them in reverse.
+    app.cleanup_ctx.extend([_database, _redis, files_context, _services, jobs_context, billing_context])
     app.on_shutdown.append(_sockets_shutdown)
     return app

@@ -20,6 +20,8 @@ from handlers.keys import (
     BILLING_SETTINGS,
     CREDIT_SERVICE,
     FILES_SERVICE,
+    JOB_SERVICE,
+    NOTIFICATION_SERVICE,
     PLANS,
     PLAY_SERVICE,
     POOL,
@@ -94,11 +96,14 @@ async def billing_context(app: web.Application) -> AsyncIterator[None]:
     events = SocketEvents(app[SIO])
     stripe = _stripe(settings)
     play = _play(settings, billing)
-    subscriptions = SubscriptionService(pool=app[POOL], events=events, credits=app[CREDIT_SERVICE], settings=billing)
+    notifications = app[NOTIFICATION_SERVICE]
+    subscriptions = SubscriptionService(
+        pool=app[POOL], events=events, credits=app[CREDIT_SERVICE], settings=billing, notifications=notifications
+    )
     app[SUBSCRIPTION_SERVICE] = subscriptions
     deps = StripeDeps(pool=app[POOL], settings=billing, stripe=stripe, subscriptions=subscriptions)
     app[BILLING_SERVICE] = BillingService(deps, plans=app[PLANS])
-    app[STRIPE_WEBHOOKS] = StripeWebhooks(deps, credits=app[CREDIT_SERVICE])
+    app[STRIPE_WEBHOOKS] = StripeWebhooks(deps, credits=app[CREDIT_SERVICE], notifications=notifications)
     app[PLAY_SERVICE] = PlayBillingService(pool=app[POOL], settings=billing, play=play, subscriptions=subscriptions)
     subscriptions.on_due("google_play", app[PLAY_SERVICE].refresh)
     app[RETENTION_SERVICE] = RetentionService(pool=app[POOL], plans=app[PLANS], settings=billing)
@@ -110,6 +115,7 @@ async def billing_context(app: web.Application) -> AsyncIterator[None]:
             subscriptions=subscriptions,
             retention=app[RETENTION_SERVICE],
             files=app[FILES_SERVICE],
+            jobs=app[JOB_SERVICE],
         ),
         app[SCHEDULED_RUNS],
     )

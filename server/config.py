@@ -67,6 +67,21 @@ class Settings(BillingSettings, BaseSettings):
     stripe_api_base: str | None = None
 
     firebase_credentials: Path | None = None
+    # FCM HTTP v1 endpoint base (proxies, the tests' fake); push is off without FIREBASE_CREDENTIALS.
+    fcm_base_url: str = "https://fcm.googleapis.com"
+    # Tries of one push to a device on 429/5xx (backoff 2 s doubling, or FCM's Retry-After).
+    push_max_attempts: int = Field(default=5, ge=1, le=20)
+
+    # Background jobs: run by each server process (0: none here; `python -m server worker` runs them).
+    jobs_concurrency: int = Field(default=4, ge=0, le=256)
+    # Jobs one user may have queued or running at once (429 `too_many_jobs` beyond; 0: no limit).
+    jobs_max_in_flight: int = Field(default=5, ge=0)
+    # Longest wait of an idle worker before it looks for due jobs (new jobs wake it at once).
+    jobs_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    # How long a job's result file and link are kept; the scheduler removes them after.
+    job_result_ttl_hours: int = Field(default=168, ge=1)
+    # This server's public address for links made without a request (job results); unset: a path.
+    public_base_url: str = ""
     # Needed to verify Firebase ID tokens when no service-account file is given (emulator, tests).
     firebase_project_id: str | None = None
 

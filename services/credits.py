@@ -7,18 +7,15 @@ from __future__ import annotations
 from uuid import UUID
 
 import asyncpg
-import structlog
 
 from core.entities import CreditChange, LedgerEntry, Principal
 from core.errors import AppError, Forbidden, NotFound
 from core.events import CreditsEvent, Events
+from services.notices import Notice, send_notices
 from services.notifications import NotificationService
-from services.outages import DATABASE_DOWN
 from storage.audit import AuditStore
 from storage.credits import CreditStore, InsufficientCredits
 from storage.users import UserStore
-
-log = structlog.get_logger(__name__)
 
 
 class CreditService:
@@ -75,17 +72,15 @@ class CreditService:
             return await self.balance(user_id), False
         if applied:
             await self.notify(user_id, balance)
-            if self._notifications is not None and amount > 0:
-                try:  # the grant is committed: a lost notification must not make it look failed
-                    await self._notifications.notify(
-                        user_id,
-                        "credits",
-                        f"{amount} credits added",
-                        f"Your balance is now {balance} credits.",
-                        {"amount": amount, "balance": balance},
-                    )
-                except DATABASE_DOWN:
-                    log.warning("credits notification not stored: database unavailable", user_id=str(user_id))
+            if amount > 0:
+                notice = Notice(
+                    user_id,
+                    "credits",
+                    f"{amount} credits added",
+                    f"Your balance is now {balance} credits.",
+                    {"amount": amount, "balance": balance},
+                )
+                await send_notices(self._notifications, notice)
         return balance, applied
 
     async def balance(self, user_id: UUID) -> int:

@@ -1,7 +1,8 @@
 """SubscriptionService: every change to a subscription, from Stripe, Google Play, an admin or the
 scheduler, goes through `apply_in`: lock the user, upsert the subscription (an older state never
 overwrites a newer one), recompute the user's plan, all in the caller's transaction. After commit,
-`announce` emits `plan {plan}` to the user when their plan changed."""
+`announce` emits `plan {plan}` to the user when their plan changed and sends the `subscription`
+notification of what the change did to the subscription (renewed, in grace, expired)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from core.errors import AppError, NotFound
 from core.events import Events, PlanEvent
 from services.billing.config import BillingSettings
 from services.credits import CreditService
+from services.notices import Notice, day, iso, send_notices
+from services.notifications import NotificationService
 from storage.subscriptions import ENTITLED, SubscriptionStore
 from storage.users import UserStore
 
@@ -34,6 +37,9 @@ class PlanChange:
     before: str
     after: str
     subscription: Subscription | None  # None: the state was older than the one stored
+    # The subscription as stored before this change (None: new). Notifications compare the two, so a
+    # replayed or repeated state, which stores nothing new, notifies nobody.
+    previous: Subscription | None = None
 
     @property
     def changed(self) -> bool:
@@ -45,6 +51,57 @@ class SubscriptionStatus:
     plan: str
     subscriptions: list[Subscription]  # the entitled ones
     credits: int
+
+
+# Entitled, but the last payment failed: the store retries (past_due) or Play's grace runs (in_grace).
+PAYMENT_TROUBLE = ("past_due", "in_grace")
+ENDED = ("expired", "canceled")
+# Renewed by a store payment ("Premium renewed"); an admin's grant is not paid for.
+PAID_PROVIDERS = ("stripe", "google_play")
+
+
+def subscription_notice(change: PlanChange) -> Notice | None:
+    """The `subscription` notification a committed change calls for, from the stored state before and
+    after it: renewed, grace (a payment failed, still entitled) or expired (no longer entitled, and the
+    user lost its plan). None for anything else. Each needs the stored state to have moved (a later period
+    end, another status), so a state stored already (a replayed event, a repeated verify, an older event
+    that stored nothing) notifies nobody: exactly once per change, as the user row lock orders them."""
+    prev, sub = change.previous, change.subscription
+    if sub is None:
+        return None
+    plan, name, end = sub.plan, sub.plan.capitalize(), sub.current_period_end
+    data: dict[str, str | int] = {"plan": plan}
+    if prev is not None and end is not None and _renewed(prev, sub):
+        data |= {"event": "renewed", "period_end": iso(end)}
+        return Notice(change.user_id, "subscription", f"{name} renewed", f"Paid until {day(end)}.", data)
+    if sub.status in PAYMENT_TROUBLE and (prev is None or prev.status not in PAYMENT_TROUBLE):
+        data["event"] = "grace"
+        until = "while the payment is retried"  # Stripe's past_due: it retries on its own schedule, no date
+        if sub.grace_until is not None:
+            data["grace_until"] = iso(sub.grace_until)
+            until = f"until {day(sub.grace_until)}"
+        body = f"{name} continues {until}. Please check your payment method."
+        return Notice(change.user_id, "subscription", "Payment problem", body, data)
+    # Not when another subscription keeps the plan (a Play upgrade ends the old token, an admin grant).
+    if prev is not None and prev.status in ENTITLED and sub.status in ENDED and change.after != plan:
+        data["event"] = "expired"
+        if end is not None:
+            data["period_end"] = iso(end)
+        body = f"You are on the {change.after} plan now."
+        return Notice(change.user_id, "subscription", f"{name} ended", body, data)
+    return None
+
+
+def _renewed(prev: Subscription, sub: Subscription) -> bool:
+    """Paid for another period: the period end moved forward while entitled, or a failed payment went
+    through at last (Stripe moves the period end forward already when the renewal falls past_due)."""
+    if sub.provider not in PAID_PROVIDERS or sub.status != "active" or prev.status not in ENTITLED:
+        return False
+    if sub.current_period_end is None or prev.current_period_end is None:
+        return False
+    if prev.status in PAYMENT_TROUBLE:
+        return sub.current_period_end >= prev.current_period_end
+    return sub.current_period_end > prev.current_period_end
 
 
 class SubscriptionOwnedByOther(Exception):
@@ -79,10 +136,17 @@ def lapsed_state(row: Subscription, now: datetime, grace: timedelta) -> Subscrip
 
 class SubscriptionService:
     def __init__(
-        self, *, pool: asyncpg.Pool, events: Events, credits: CreditService, settings: BillingSettings
+        self,
+        *,
+        pool: asyncpg.Pool,
+        events: Events,
+        credits: CreditService,
+        settings: BillingSettings,
+        notifications: NotificationService | None = None,
     ) -> None:
         self._pool = pool
         self._events = events
+        self._notifications = notifications
         self._credits = credits
         self._settings = settings
         self._store = SubscriptionStore()
@@ -123,10 +187,11 @@ class SubscriptionService:
         if row is not None and row.user_id != user_id:  # inserted by another user's transaction meanwhile
             raise SubscriptionOwnedByOther
         after = await self._store.recompute_plan(conn, user_id)
-        return PlanChange(user_id=user_id, before=before, after=after, subscription=row)
+        return PlanChange(user_id=user_id, before=before, after=after, subscription=row, previous=existing)
 
     async def announce(self, *changes: PlanChange | None) -> None:
-        """After commit: `plan {plan}` to each user whose plan changed (their last change only)."""
+        """After commit: `plan {plan}` to each user whose plan changed (their last change only), then the
+        `subscription` notification of each change that calls for one (best effort, never raises)."""
         latest: dict[UUID, PlanChange] = {}
         first: dict[UUID, str] = {}
         for change in changes:
@@ -138,6 +203,8 @@ class SubscriptionService:
             if change.after != first[user_id]:
                 log.info("plan changed", user_id=str(user_id), plan=change.after, was=first[user_id])
                 await self._events.to_user(user_id, PlanEvent(plan=change.after))
+        notices = [subscription_notice(change) for change in changes if change is not None]
+        await send_notices(self._notifications, *(n for n in notices if n is not None))
 
     async def apply(self, user_id: UUID, state: SubscriptionState) -> PlanChange | None:
         """`apply_in` in its own transaction, announced after commit."""

@@ -10,6 +10,8 @@ from pathlib import Path
 import asyncpg
 import structlog
 
+from storage.job_queue import apply_queue_schema
+
 log = structlog.get_logger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -77,6 +79,9 @@ async def migrate(dsn: str) -> list[int]:
                     )
                 applied.append(migration.version)
                 log.info("migration applied", version=migration.version, name=migration.name)
+            queue = await apply_queue_schema(conn)
+            if queue is not None:
+                log.info("job queue schema applied", what=queue)
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
     finally:

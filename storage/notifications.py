@@ -26,6 +26,7 @@ WHERE user_id = $1 AND (NOT $2::boolean OR read_at IS NULL)
   AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))
 ORDER BY created_at DESC, id DESC LIMIT $5
 """
+BY_ID = f"SELECT {_COLUMNS} FROM notifications WHERE id = $1"
 UNREAD_COUNT = "SELECT count(*) FROM notifications WHERE user_id = $1 AND read_at IS NULL"
 # Marking read twice keeps the first time.
 MARK_READ = f"""
@@ -54,6 +55,14 @@ RETURNING {_DEVICE_COLUMNS}, (created_at = now()) AS fresh
 """
 DELETE_DEVICE = "DELETE FROM devices WHERE token = $1 AND user_id = $2"
 DEVICES_OF = f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE user_id = $1 ORDER BY created_at, token"
+# Those of the users who have a device and did not turn push off for the kind (no row: on).
+PUSH_TARGETS = """
+SELECT DISTINCT d.user_id FROM devices d
+WHERE d.user_id = ANY($1::uuid[]) AND NOT EXISTS (
+    SELECT 1 FROM notification_preferences p WHERE p.user_id = d.user_id AND p.kind = $2 AND NOT p.push)
+"""
+# Only the user's own rows: a token may have moved to another user since it was read (UPSERT_DEVICE).
+DELETE_DEVICES = "DELETE FROM devices WHERE user_id = $1 AND token = ANY($2::text[]) RETURNING token"
 
 
 def _notification(record: asyncpg.Record) -> Notification:
@@ -65,6 +74,10 @@ class NotificationStore:
         self, conn: asyncpg.Connection, *, user_id: UUID, kind: str, title: str, body: str, data: dict[str, Any]
     ) -> Notification:
         return _notification(await conn.fetchrow(INSERT, user_id, kind, title, body, data))
+
+    async def get(self, conn: asyncpg.Connection, notification_id: UUID) -> Notification | None:
+        record = await conn.fetchrow(BY_ID, notification_id)
+        return _notification(record) if record is not None else None
 
     async def page(
         self,
@@ -118,3 +131,11 @@ class DeviceStore:
 
     async def of_user(self, conn: asyncpg.Connection, user_id: UUID) -> list[Device]:
         return [Device(**dict(r)) for r in await conn.fetch(DEVICES_OF, user_id)]
+
+    async def push_targets(self, conn: asyncpg.Connection, user_ids: list[UUID], kind: str) -> set[UUID]:
+        """Those of `user_ids` who have a device and want pushes of `kind`."""
+        return {r["user_id"] for r in await conn.fetch(PUSH_TARGETS, user_ids, kind)}
+
+    async def delete_of_user(self, conn: asyncpg.Connection, user_id: UUID, tokens: list[str]) -> list[str]:
+        """Deletes those of `tokens` that are still the user's; returns the ones deleted."""
+        return [r["token"] for r in await conn.fetch(DELETE_DEVICES, user_id, tokens)]

@@ -17,13 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import google.oauth2.credentials
 import pytest
 import socketio
 from aiohttp.test_utils import TestClient
 
+from providers.push import FcmSender
 from server.app import create_app
 from server.config import Settings
+from tests.fakes.fcm import FCM_PROJECT, FakeFcm
 from tests.fakes.gemini import FakeGemini
+from tests.fakes.google_play import FakePlay
+from tests.fakes.stripe import FakeStripe
 from tests.helpers import free_port, make_settings, port_open, with_database
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
@@ -158,6 +163,41 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = 1
         if reporter:
             reporter.write_line(f"FAILED: {skipped} test(s) skipped; every test must run", red=True)
+
+
+@pytest.fixture
+async def fake_stripe() -> AsyncIterator[FakeStripe]:
+    """A fake Stripe API (tests/fakes/stripe.py) on a free port."""
+    fake = FakeStripe()
+    await fake.start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+async def fake_play() -> AsyncIterator[FakePlay]:
+    """A fake Google Play Developer API (tests/fakes/google_play.py) on a free port."""
+    fake = FakePlay()
+    await fake.start()
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture(scope="module")
+def fake_fcm() -> Iterator[FakeFcm]:
+    """The fake FCM and OAuth token server (tests/fakes/fcm.py), one per test module."""
+    server = FakeFcm().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def fcm_sender(fake_fcm: FakeFcm) -> AsyncIterator[FcmSender]:
+    """A real FcmSender pointed at the fake, with a fixed access token (no key, no token fetch)."""
+    credential = google.oauth2.credentials.Credentials(token="test-token")
+    sender = FcmSender.from_credential(credential, FCM_PROJECT, base_url=fake_fcm.url)
+    yield sender
+    await sender.close()
 
 
 @pytest.fixture(scope="session")

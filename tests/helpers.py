@@ -125,6 +125,21 @@ async def make_plain_chat(client: TestClient, session: dict[str, Any]) -> dict[s
     return chat
 
 
+async def send_message(client: TestClient, session: dict[str, Any], chat_id: str, content: str) -> dict[str, Any]:
+    """A message sent over REST (no socket needed); the stored message."""
+    body = {"client_id": str(uuid.uuid4()), "content": content}
+    resp = await client.post(f"/api/v1/chat/sessions/{chat_id}/messages", json=body, headers=bearer(session))
+    assert resp.status == 201, await resp.text()
+    return dict(await resp.json())
+
+
+async def list_notifications(client: TestClient, session: dict[str, Any]) -> list[dict[str, Any]]:
+    """The user's newest notifications (one page)."""
+    resp = await client.get("/api/v1/notifications", headers=bearer(session))
+    assert resp.status == 200, await resp.text()
+    return list((await resp.json())["items"])
+
+
 async def wait_until(predicate: Any, limit: float = 10.0) -> None:
     """Poll `predicate` until it holds; fail the test after `limit` seconds."""
     import asyncio

@@ -108,6 +108,8 @@ class BillingSettings(BaseModel):
     job_history_cleanup_seconds: float = Field(default=3600, gt=0)
     job_housekeeping_seconds: float = Field(default=86400, gt=0)
     job_file_sweep_seconds: float = Field(default=3600, gt=0)
+    # Expiry of background jobs' results (their files and links) past JOB_RESULT_TTL_HOURS.
+    job_results_seconds: float = Field(default=3600, gt=0)
     usage_retention_days: int = Field(default=400, ge=1)
     billing_events_retention_days: int = Field(default=400, ge=1)
     job_runs_retention_days: int = Field(default=30, ge=1)

@@ -101,6 +101,7 @@ class Metadata(_View):
     kind: Text = None  # subscription | lifetime | credits
     plan: Text = None
     period: Text = None
+    pack: Text = None  # a credit pack's name
     credits: Annotated[int | None, BeforeValidator(_usable(_credits))] = None
 
     @property

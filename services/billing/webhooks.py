@@ -24,6 +24,8 @@ from services.billing.errors import require_stripe, webhook_errors
 from services.billing.states import PROVIDER, subscription_state
 from services.billing.stripe_objects import CheckoutSession, StripeInvoice, StripeSubscription, timestamp
 from services.credits import CreditService
+from services.notices import Notice, send_notices
+from services.notifications import NotificationService
 from services.subscriptions import EPOCH, PlanChange, SubscriptionOwnedByOther, SubscriptionState
 from storage.billing import BillingEventStore
 
@@ -56,6 +58,12 @@ class _Effects:
 
     changes: list[PlanChange | None] = field(default_factory=list)
     balances: list[tuple[UUID, int]] = field(default_factory=list)
+    notices: list[Notice] = field(default_factory=list)
+
+    def clear(self) -> None:
+        self.changes.clear()
+        self.balances.clear()
+        self.notices.clear()
 
 
 def _uuid(value: str) -> UUID | None:
@@ -65,10 +73,21 @@ def _uuid(value: str) -> UUID | None:
         return None
 
 
+def _pack_notice(user_id: UUID, pack: str | None, credits: int, balance: int) -> Notice:
+    data: dict[str, str | int] = {"event": "pack", "amount": credits, "balance": balance}
+    if pack:  # Checkout always writes it; a session made elsewhere may not
+        data["pack"] = pack
+    body = f"Your balance is now {balance} credits."
+    return Notice(user_id, "credits", f"{credits} credits added", body, data)
+
+
 class StripeWebhooks(StripeArea):
-    def __init__(self, deps: StripeDeps, *, credits: CreditService) -> None:
+    def __init__(
+        self, deps: StripeDeps, *, credits: CreditService, notifications: NotificationService | None = None
+    ) -> None:
         super().__init__(deps)
         self._credits = credits
+        self._notifications = notifications
         self._events = BillingEventStore()
         self._handlers: dict[str, Callable[[asyncpg.Connection, StripeEvent, _Effects], Awaitable[str]]] = {
             "checkout.session.completed": self._checkout_completed,
@@ -104,6 +123,7 @@ class StripeWebhooks(StripeArea):
         await self._subscriptions.announce(*effects.changes)
         for user_id, balance in effects.balances:
             await self._credits.notify(user_id, balance)
+        await send_notices(self._notifications, *effects.notices)
         log.info("stripe event", event_id=event.id, type=event.type, outcome=outcome)
         return WebhookResult(event.id, event.type, duplicate=False, outcome=outcome)
 
@@ -115,8 +135,7 @@ class StripeWebhooks(StripeArea):
             async with conn.transaction():  # a savepoint: a refused event leaves nothing behind
                 return await handler(conn, event, effects)
         except (Refused, SubscriptionOwnedByOther):
-            effects.changes.clear()
-            effects.balances.clear()
+            effects.clear()
             log.warning("stripe event refused: it names a user who does not own the object", event_id=event.id)
             return "refused"
 
@@ -180,8 +199,9 @@ class StripeWebhooks(StripeArea):
                     ref_id=session_id,
                 ),
             )
-            if applied:
+            if applied:  # a new ledger entry: the one delivery of this pack (the key is the session)
                 effects.balances.append((owner, balance))
+                effects.notices.append(_pack_notice(owner, meta.pack, credits, balance))
                 log.info("credits purchased", user_id=str(owner), credits=credits, session_id=session_id)
             return "applied"
         return "ignored"

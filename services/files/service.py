@@ -236,6 +236,38 @@ class FilesService:
         processing, size limit and storage quota."""
         return await self.upload(user, category=category, filename=filename, chunks=_once(data))
 
+    async def store_generated(
+        self, user_id: UUID, *, category: str, filename: str, content_type: str, data: bytes
+    ) -> StoredFile:
+        """A file the server made for the user (an export): counted in their storage, never refused for it
+        (it goes when its job's result expires), and left behind by nothing when it fails."""
+        stem = f"files/{user_id}/{uuid.uuid4().hex}"
+        async with self._pool.acquire() as conn:
+            await self._store.reserve_keys(conn, [stem], sweep_after_seconds=RESERVE_SECONDS)
+        try:
+            await self._put_bytes(stem, data, content_type)
+            async with self._pool.acquire() as conn, conn.transaction():
+                await self._store.charge(conn, user_id, len(data), limit=0)
+                stored = await self._store.insert(
+                    conn,
+                    user_id=user_id,
+                    category=category,
+                    content_type=content_type,
+                    size=len(data),
+                    stored_bytes=len(data),
+                    width=None,
+                    height=None,
+                    filename=filename,
+                    blob_key=stem,
+                    thumb_key=None,
+                    etag=hashlib.sha256(data).hexdigest(),
+                )
+        except BaseException:
+            await self._discard([stem])
+            raise
+        log.info("file generated", file_id=str(stored.id), category=category, size=len(data))
+        return stored
+
     async def _store_image(
         self, counted: _Counted, stem: str, written: list[str]
     ) -> tuple[int, int, int, str, str, int]:
@@ -371,7 +403,15 @@ class FilesService:
     # --- links -----------------------------------------------------------------------------------
 
     async def link(self, user: Principal, file_id: UUID, *, variant: str, expires_in: int, base_url: str) -> Link:
-        stored = await self.get(user, file_id)
+        return await self.owner_link(user.id, file_id, variant=variant, expires_in=expires_in, base_url=base_url)
+
+    async def owner_link(self, user_id: UUID, file_id: UUID, *, variant: str, expires_in: int, base_url: str) -> Link:
+        """A signed link to one of `user_id`'s files (a job's result has no request, only its owner). An
+        empty `base_url` gives a path-only link for the local store."""
+        async with self._pool.acquire() as conn:
+            stored = await self._store.owned(conn, file_id, user_id)
+        if stored is None:
+            raise NotFound("file not found")
         if variant == "thumbnail" and stored.thumb_key is None:
             raise NotFound("this file has no thumbnail")
         expires_in = min(expires_in, self._settings.link_max_seconds)
@@ -408,12 +448,15 @@ class FilesService:
     # --- delete and sweep ------------------------------------------------------------------------
 
     async def delete(self, user: Principal, file_id: UUID) -> None:
+        await self.delete_owned(user.id, file_id)
+
+    async def delete_owned(self, user_id: UUID, file_id: UUID) -> None:
         """The row and the bytes counted go in one transaction; the blobs right after (or by the sweep)."""
         async with self._pool.acquire() as conn, conn.transaction():
-            stored = await self._store.delete_owned(conn, file_id, user.id)
+            stored = await self._store.delete_owned(conn, file_id, user_id)
             if stored is None:
                 raise NotFound("file not found")
-            await self._store.refund(conn, user.id, stored.stored_bytes)
+            await self._store.refund(conn, user_id, stored.stored_bytes)
         await self.sweep_keys([k for k in (stored.blob_key, stored.thumb_key) if k])
         log.info("file deleted", file_id=str(file_id))
 

@@ -4,7 +4,7 @@ words a message is searched by."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 # Chunks of about CHUNK_MIN..CHUNK_MAX characters, cut between paragraphs where possible, else between
@@ -41,10 +41,10 @@ def clean_text(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8").strip()
 
 
-def _units(text: str) -> list[tuple[str, str]]:
+def _units(text: str) -> Iterator[tuple[str, str]]:
     """(separator before it, text) pieces of at most UNIT_MAX characters: sentences, and parts of longer
-    ones. The separator is what stood between them: a paragraph break, a line break, a space or nothing."""
-    units: list[tuple[str, str]] = []
+    ones. The separator is what stood between them: a paragraph break, a line break, a space or nothing.
+    Made as they are read, so that chunking can stop and resume between chunks."""
     for paragraph in _PARAGRAPH_BREAK.split(text):
         separator = "\n\n"
         position = 0
@@ -59,10 +59,9 @@ def _units(text: str) -> list[tuple[str, str]]:
             if not sentence:
                 continue
             for part, joiner in _split_long(sentence):
-                units.append((separator, part))
+                yield separator, part
                 separator = joiner
             separator = after
-    return units
 
 
 def _split_long(sentence: str) -> list[tuple[str, str]]:
@@ -106,14 +105,20 @@ def split_into_chunks(text: str) -> list[str]:
     """Chunks of about CHUNK_MIN..CHUNK_MAX characters (the last may be shorter), cut at a paragraph
     break once past CHUNK_MIN when one comes, else between sentences; each starts with the previous
     one's last sentence (or words)."""
-    chunks: list[str] = []
+    return [chunk for chunk, _ in iter_chunks(text)]
+
+
+def iter_chunks(text: str) -> Iterator[tuple[str, int]]:
+    """`split_into_chunks` one chunk at a time, each with about how many characters of `text` were read to
+    make it (len(text) with the last one): a long text can be chunked a batch at a time, with progress."""
     current: list[tuple[str, str]] = []
     size = 0
+    read = 0
     for separator, unit in _units(text):
         grown = size + len(separator) + len(unit) if current else len(unit)
         paragraph = separator == "\n\n"
         if current and (grown > CHUNK_MAX or (paragraph and size >= CHUNK_MIN and grown > CHUNK_TARGET)):
-            chunks.append(_joined(current))
+            yield _joined(current), read
             current = _overlap(current)
             size = len(_joined(current))
             if current and size + len(separator) + len(unit) > CHUNK_MAX:
@@ -121,9 +126,9 @@ def split_into_chunks(text: str) -> list[str]:
             grown = size + len(separator) + len(unit) if current else len(unit)
         current.append((separator, unit))
         size = grown
+        read += len(separator) + len(unit)
     if current:
-        chunks.append(_joined(current))
-    return chunks
+        yield _joined(current), len(text)
 
 
 def _with_keys(chunks: list[str], keys: Sequence[str]) -> list[str]:

@@ -1,7 +1,7 @@
 """KnowledgeService: a persona's knowledge base (text entries and TXT/Markdown/PDF files, split into
-chunks by chunking.py, files read by extraction.py), the chunks most relevant to a message, and
-Character Card import and export (a PNG card's picture becomes the persona's avatar; a PNG export is drawn
-on the avatar).
+chunks by chunking.py, files read by extraction.py, a page or a batch of chunks at a time by ingest.py so that
+a background job gets progress and can stop), the chunks most relevant to a message, and Character Card
+import and export (a PNG card's picture becomes the persona's avatar; a PNG export is drawn on the avatar).
 
 Knowledge is part of the persona's definition, its creator's asset: only the owner adds or deletes it (anyone
 else: "not found"); others may list and read it only when the persona is public and remixable (a public one
@@ -22,10 +22,19 @@ import structlog
 from core.entities import KnowledgeDocument, KnowledgeEntry, Persona, PersonaDraft, Principal, StoredFile
 from core.errors import AppError, Code, NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from core.pages import Slice
+from core.tasks import TaskSet
 from services import character_cards as cards
 from services.files.service import FilesService
 from services.knowledge.chunking import Prepared, clean_text, prepare, query_words
-from services.knowledge.extraction import attachment_name, extract_file_text, safe_filename, title_from_filename
+from services.knowledge.extraction import (
+    LARGE_FILE_BYTES,
+    PDF,
+    attachment_name,
+    is_large_file,
+    safe_filename,
+    title_from_filename,
+)
+from services.knowledge.ingest import CHUNKED, Progress, Reporter, read_file
 from services.personas import PersonaService
 from storage.knowledge import KnowledgeStore
 
@@ -63,6 +72,8 @@ class KnowledgeService:
         self._files = files
         self._upload_max_bytes = upload_max_bytes
         self._store = KnowledgeStore()
+        # Undoing a stopped ingest runs on even if the task awaiting it is cancelled again.
+        self._undoing = TaskSet()
 
     @property
     def upload_max_bytes(self) -> int:
@@ -109,24 +120,79 @@ class KnowledgeService:
         if not content:
             raise ValidationFailed("content: empty", details=[{"field": "content", "message": "empty"}])
         prepared = await asyncio.to_thread(prepare, title, content)
-        return await self._add(user, persona_id, prepared, source="text")
+        return await self._add(user.id, persona_id, prepared, source="text")
 
     async def add_stored_file(
         self, user: Principal, persona_id: UUID, file_id: UUID, *, title: str | None = None
     ) -> KnowledgeEntry:
         """One of the user's uploaded `knowledge_base` files (POST /files/upload) as knowledge, like a direct
         upload: 404 naming `file_id` for someone else's (or no) file, 422 for another category."""
+        return await self.ingest_file(user_id=user.id, persona_id=persona_id, file_id=file_id, title=title)
+
+    async def ingest_file(
+        self,
+        *,
+        user_id: UUID,
+        persona_id: UUID,
+        file_id: UUID,
+        title: str | None = None,
+        progress: Progress | None = None,
+    ) -> KnowledgeEntry:
+        """`add_stored_file` for whoever has only the user's id (a background job), reporting progress.
+
+        Checked before the file is read, as for a request: the persona is the user's (else 404 "persona not
+        found"), the file is theirs (else 404 naming `file_id`) and a `knowledge_base` one (else 422); then
+        the 413/415/422 of `add_file`. Nothing is reported before these checks pass.
+
+        `progress(fraction, step)` is awaited on the event loop: "reading the file" at 0, then "page i of n"
+        for each page of a PDF (each read in a worker thread) or "read the text", "chunking: k chunks" up to
+        0.9, "storing k chunks", and 1.0 "stored" once the entry is committed.
+
+        To stop it, cancel the task: the coroutine is back on the event loop between pages and between
+        batches of chunks, so the cancel lands within one page's work (the page being read finishes in its
+        thread and is dropped). All or nothing: the entry and its chunks are stored in one transaction at the
+        end, and when this raises after storing began (a cancel, or an error from `progress`), what was
+        committed is deleted before the exception goes on. Raising means nothing was added."""
+        stored = await self.checked_file(user_id=user_id, persona_id=persona_id, file_id=file_id)
+        report = Reporter(progress)
+        await report(0.0, "reading the file")
+        data = await self._files.read_bytes(stored)
+        return await self._ingest(user_id, persona_id, data=data, filename=stored.filename, title=title, report=report)
+
+    async def checked_file(self, *, user_id: UUID, persona_id: UUID, file_id: UUID) -> StoredFile:
+        """The file `ingest_file` would add, after its checks (404 persona, 404 `file_id`, 422 category, 413
+        size): what a request checks before it queues the ingestion as a job."""
         async with self._pool.acquire() as conn:
-            if not await self._store.owns_persona(conn, persona_id, owner_id=user.id):
+            if not await self._store.owns_persona(conn, persona_id, owner_id=user_id):
                 raise NotFound("persona not found")
-        (stored,) = await self._files.owned(user, [file_id], field="file_id")
+        stored = await self._owned_file(user_id, file_id)
         if stored.category != "knowledge_base":
             raise ValidationFailed(
                 f"file_id: a {stored.category} file; upload it with category knowledge_base",
                 details=[{"field": "file_id", "message": "not a knowledge_base file"}],
             )
+        if stored.size > self._upload_max_bytes:
+            raise PayloadTooLarge(f"file: larger than {self._upload_max_bytes} bytes")
+        return stored
+
+    async def _owned_file(self, user_id: UUID, file_id: UUID) -> StoredFile:
+        """The user's file, or the 404 naming `file_id` that FilesService.owned gives for a Principal."""
+        found = await self._files.attached(user_id, [file_id])
+        if not found:
+            raise NotFound("file_id: file not found", details=[{"field": "file_id", "message": f"no file {file_id}"}])
+        return found[0]
+
+    async def is_large(self, stored: StoredFile) -> bool:
+        """Whether adding this file to a knowledge base is long work, for a background job rather than a
+        request: more than LARGE_FILE_BYTES (decided from the row alone), or a PDF of more than
+        LARGE_PDF_PAGES pages (its bytes read, at most LARGE_FILE_BYTES, and its page tree counted in a
+        worker thread: milliseconds). No access check: pass a file already found for its user."""
+        if stored.size > LARGE_FILE_BYTES:
+            return True
+        if stored.content_type != PDF:
+            return False
         data = await self._files.read_bytes(stored)
-        return await self.add_file(user, persona_id, data=data, filename=stored.filename, title=title)
+        return await asyncio.to_thread(is_large_file, data)
 
     async def add_file(
         self, user: Principal, persona_id: UUID, *, data: bytes, filename: str | None, title: str | None = None
@@ -136,22 +202,56 @@ class KnowledgeService:
         file without text."""
         if len(data) > self._upload_max_bytes:
             raise PayloadTooLarge(f"file: larger than {self._upload_max_bytes} bytes")
-        filename = safe_filename(filename)
         # The owner check comes first, so nobody else can make us parse a PDF for them.
         async with self._pool.acquire() as conn:
             if not await self._store.owns_persona(conn, persona_id, owner_id=user.id):
                 raise NotFound("persona not found")
+        return await self._ingest(user.id, persona_id, data=data, filename=filename, title=title, report=Reporter(None))
 
-        def work() -> tuple[str, Prepared]:
-            content_type, text = extract_file_text(data, filename)
-            return content_type, prepare(title or title_from_filename(filename), text)
+    async def _ingest(
+        self,
+        owner_id: UUID,
+        persona_id: UUID,
+        *,
+        data: bytes,
+        filename: str | None,
+        title: str | None,
+        report: Reporter,
+    ) -> KnowledgeEntry:
+        """A file's entry, once its owner and size were checked: read, chunked and stored all or nothing."""
+        filename = safe_filename(filename)
+        content_type, prepared = await read_file(data, filename, title or title_from_filename(filename), report)
+        await report(CHUNKED, f"storing {len(prepared.chunks)} chunks")
+        # The transaction runs in its own task, shielded: a cancel never cuts it off half-way (which would
+        # leave the connection to be reset); it is undone once it has ended instead.
+        storing = asyncio.ensure_future(
+            self._add(owner_id, persona_id, prepared, source="file", filename=filename, content_type=content_type)
+        )
+        try:
+            entry = await asyncio.shield(storing)
+            await report(1.0, "stored")
+        except BaseException:
+            await asyncio.shield(self._undoing.spawn(self._undo(storing, persona_id)))
+            raise
+        return entry
 
-        content_type, prepared = await asyncio.to_thread(work)
-        return await self._add(user, persona_id, prepared, source="file", filename=filename, content_type=content_type)
+    async def _undo(self, storing: asyncio.Future[KnowledgeEntry], persona_id: UUID) -> None:
+        """Deletes the entry `storing` committed, once it has ended (nothing to do when it failed)."""
+        await asyncio.wait([storing])
+        if storing.cancelled() or storing.exception() is not None:
+            return
+        entry = storing.result()
+        try:
+            async with self._pool.acquire() as conn:
+                await self._store.delete(conn, entry.id, persona_id=persona_id)
+        except (asyncpg.PostgresError, OSError):  # the owner can still delete it by hand
+            log.error("could not delete the entry of a stopped knowledge ingest", entry_id=str(entry.id))
+            return
+        log.info("stopped knowledge ingest undone", persona_id=str(persona_id), entry_id=str(entry.id))
 
     async def _add(
         self,
-        user: Principal,
+        owner_id: UUID,
         persona_id: UUID,
         prepared: Prepared,
         *,
@@ -160,7 +260,7 @@ class KnowledgeService:
         content_type: str | None = None,
     ) -> KnowledgeEntry:
         async with self._pool.acquire() as conn, conn.transaction():
-            if not await self._store.lock_owned_persona(conn, persona_id, owner_id=user.id):
+            if not await self._store.lock_owned_persona(conn, persona_id, owner_id=owner_id):
                 raise NotFound("persona not found")
             entry = await self._store.insert(
                 conn,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import unicodedata
 from typing import Any, cast
 from uuid import UUID
 
@@ -35,6 +36,7 @@ from core.wire import MessageOut, TokenUsage
 from providers.ai.base import AIProvider, Prompt, ProviderError
 from services.files.service import FilesService
 from services.knowledge import KnowledgeService
+from services.notifications import NotificationService, PresenceCount
 from services.prompt import build_prompt
 from services.quota import QuotaService
 from services.replies.attachments import AttachmentLoader
@@ -50,6 +52,7 @@ from storage.users import UserStore
 
 log = structlog.get_logger(__name__)
 HISTORY_LIMIT = 60
+PREVIEW_CHARS = 100  # of the reply, in the reply_ready notification's body
 
 
 class StreamEnded(AppError):
@@ -76,8 +79,12 @@ class ReplyService:
         quota: QuotaService,
         files: FilesService,
         settings: ReplySettings,
+        notifications: NotificationService,
+        presence: PresenceCount,
     ) -> None:
         self._quota = quota
+        self._notifications = notifications
+        self._presence = presence
         # ~4 characters a token: no file's text longer than the whole context can be of use.
         self._attachments = AttachmentLoader(files, max_text_chars=settings.context_tokens * 4)
         self._pool = pool
@@ -92,6 +99,7 @@ class ReplyService:
         self._users = UserStore()
         self._live: dict[str, Live] = {}
         self._kicks = TaskSet()
+        self._notices = TaskSet()  # reply_ready notifications, sent after the reply's commit
         self._closing = False
         self._answering: set[UUID] = set()  # sessions whose reply runs on this node
         self._changed: dict[UUID, asyncio.Event] = {}  # woken when a reply of the session starts or ends here
@@ -193,7 +201,7 @@ class ReplyService:
             log.exception("reply failed")
             stream.fail(ProviderError("internal", f"reply failed: {type(err).__name__}"))
         finally:
-            await self._end(reply, rooms, pending, stream, started)
+            await self._end(reply, rooms, pending, stream, started, user_id=user_id, persona_id=persona_id)
         # Messages that arrived while this reply streamed get the next one. After a failure only those:
         # the failed turn is answered again when the user sends again, not in a loop.
         await self._kick_quietly(reply.session_id, newer_than=reply.seq if stream.error is not None else 0)
@@ -232,14 +240,25 @@ class ReplyService:
         )
 
     async def _end(
-        self, reply: Message, rooms: list[str], pending: list[Message], stream: ReplyStream, started: float
+        self,
+        reply: Message,
+        rooms: list[str],
+        pending: list[Message],
+        stream: ReplyStream,
+        started: float,
+        *,
+        user_id: UUID,
+        persona_id: UUID | None,
     ) -> None:
         """Store the reply, announce its end, refund what it did not deliver; then let the session go."""
         try:
             if stream.error is not None:
                 await self._fail(reply, rooms, stream.error)
             else:
-                await self._complete(reply, rooms, stream, started)
+                stored = await self._complete(reply, rooms, stream, started)
+                if stored is not None and stored.status == "complete":
+                    # In the background: the notification must neither delay nor fail the reply.
+                    self._notices.spawn(self._reply_ready(stored, user_id, persona_id), name=f"reply-ready-{reply.id}")
             if stream.delivered_nothing:
                 # Nothing was delivered: the answered messages' quota or credits come back.
                 await self._quota.refund([m.id for m in pending])
@@ -263,7 +282,8 @@ class ReplyService:
         await self._events.to_rooms(rooms, failed)
         log.warning("reply failed", code=error.code, error=error.message)
 
-    async def _complete(self, reply: Message, rooms: list[str], stream: ReplyStream, started: float) -> None:
+    async def _complete(self, reply: Message, rooms: list[str], stream: ReplyStream, started: float) -> Message | None:
+        """Store the reply and announce it (`ai:done`); the stored row, or None when another node ended it."""
         status = "stopped" if stream.stopped else "complete"
         usage = stream.usage
         async with self._pool.acquire() as conn:
@@ -271,7 +291,7 @@ class ReplyService:
                 conn, reply.id, content="".join(stream.texts), status=status, usage=usage
             )
         if stored is None:  # marked failed as stale by another node meanwhile; nothing more to say
-            return
+            return None
         done = AiDoneEvent(
             stream_id=reply.id,
             message=MessageOut.model_validate(stored),
@@ -280,6 +300,28 @@ class ReplyService:
         await self._buffer.finish(str(reply.id), done.name, done.model_dump(mode="json"))
         await self._events.to_rooms(rooms, done)
         log.info("reply done", status=status, chunks=len(stream.texts), seconds=round(time.perf_counter() - started, 3))
+        return stored
+
+    async def _reply_ready(self, reply: Message, user_id: UUID, persona_id: UUID | None) -> None:
+        """Tell a user who was not watching (no live socket on any node) that the reply is there: the
+        `reply_ready` notification, pushed to their phones when they want it. Best effort."""
+        try:
+            if await self._presence.count(user_id) > 0:
+                return
+            async with self._pool.acquire() as conn:
+                persona = await self._personas.get(conn, persona_id) if persona_id else None
+            data = {"session_id": str(reply.session_id), "message_id": str(reply.id)}
+            if persona_id is not None:
+                data["persona_id"] = str(persona_id)
+            await self._notifications.notify(
+                user_id,
+                "reply_ready",
+                title=persona.name if persona is not None else "New reply",
+                body=preview(reply.content, PREVIEW_CHARS),
+                data=data,
+            )
+        except Exception:
+            log.exception("reply_ready not sent", message_id=str(reply.id))
 
     # --- leases and orphans --------------------------------------------------------------------
 
@@ -421,5 +463,36 @@ class ReplyService:
             if still:
                 await asyncio.wait(still, timeout=5)
         self._kicks.cancel_all()
+        notices = list(self._notices)
+        if notices:  # replies that just ended: their notifications need the pool, which closes after this
+            await asyncio.wait(notices, timeout=2)
+            self._notices.cancel_all()
         # Last: the replies above held their leases while finishing.
         await self._leases.close()
+
+
+# Code points that belong to the character before them, besides marks (accents, vowel signs, keycaps): a cut
+# just before one would split a character as the reader sees it (ZWJ sequences, skin tones, tag flags).
+_JOINERS = frozenset({0x200C, 0x200D, *range(0x1F3FB, 0x1F400), *range(0xE0020, 0xE0080)})
+_REGIONAL = range(0x1F1E6, 0x1F200)
+
+
+def _joins_previous(ch: str) -> bool:
+    return ord(ch) in _JOINERS or unicodedata.category(ch) in ("Mn", "Mc", "Me")
+
+
+def preview(text: str, limit: int) -> str:
+    """The first `limit` characters of `text`, with "…" when it is longer; the cut moves back rather than
+    split a character made of several code points (accents, emoji sequences, flags)."""
+    if len(text) <= limit:
+        return text
+    cut = limit
+    while cut > 0 and (_joins_previous(text[cut]) or text[cut - 1] == "\u200d"):
+        cut -= 1
+    # A flag is a pair of regional indicators: an odd run before the cut would split the last pair.
+    run = 0
+    while run < cut and ord(text[cut - 1 - run]) in _REGIONAL:
+        run += 1
+    if run % 2 and ord(text[cut]) in _REGIONAL:
+        cut -= 1
+    return text[:cut].rstrip() + "\u2026"

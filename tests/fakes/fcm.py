@@ -19,13 +19,18 @@ import itertools
 import json
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.fakes.server import serve
 
 ACCESS_TOKEN = "ya29.fake-fcm-access-token"
+# The Firebase project the tests' senders send as.
+FCM_PROJECT = "parlor-push-test"
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
 
@@ -172,3 +177,23 @@ def _error(
     if details:
         error["details"] = details
     return web.json_response({"error": error}, status=status, headers=headers)
+
+
+def write_service_account(path: Path, token_uri: str, project: str) -> Path:
+    """A service-account file (a fresh RSA key) whose token grants go to `token_uri`: FIREBASE_CREDENTIALS
+    for a server whose pushes go to the fake."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    info = {
+        "type": "service_account",
+        "project_id": project,
+        "private_key_id": "fake-key-1",
+        "private_key": pem,
+        "client_email": f"firebase-adminsdk@{project}.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": token_uri,
+    }
+    path.write_text(json.dumps(info))
+    return path

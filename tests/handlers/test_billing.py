@@ -29,14 +29,6 @@ WEBHOOK = "/api/v1/billing/webhook"
 PACKS = "starter:50:499,pro:1000:5999"
 
 
-@pytest.fixture
-async def fake_stripe() -> AsyncIterator[FakeStripe]:
-    fake = FakeStripe()
-    await fake.start()
-    yield fake
-    await fake.close()
-
-
 def billing_settings(**overrides: Any) -> BillingSettings:
     values: dict[str, Any] = {"credit_packs": PACKS, "scheduler_enabled": False, **overrides}
     return BillingSettings(_env_file=None, **values)  # type: ignore[call-arg]

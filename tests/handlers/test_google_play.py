@@ -27,14 +27,6 @@ MONTHLY = "premium_monthly"
 
 
 @pytest.fixture
-async def fake_play() -> AsyncIterator[FakePlay]:
-    fake = FakePlay()
-    await fake.start()
-    yield fake
-    await fake.close()
-
-
-@pytest.fixture
 async def client(aiohttp_client: Any, settings: Settings, fake_play: FakePlay) -> TestClient:
     app = create_app(settings)
     app[BILLING_SETTINGS] = BillingSettings(

@@ -5,40 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import firebase_admin
 import google.oauth2.credentials
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 import providers.push as push_module
 from providers.push import FcmSender, Push, PushConfigError, PushOutcome
-from tests.fakes.fcm import ACCESS_TOKEN, FakeFcm
+from tests.fakes.fcm import ACCESS_TOKEN, FCM_PROJECT, FakeFcm, write_service_account
 from tests.helpers import free_port
-
-PROJECT = "parlor-push-test"
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeFcm]:
-    server = FakeFcm().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def sender(fake: FakeFcm) -> AsyncIterator[FcmSender]:
-    # A fixed access token: no key and no token fetch (the service-account path has its own test).
-    credential = google.oauth2.credentials.Credentials(token="test-token")
-    push = FcmSender.from_credential(credential, PROJECT, base_url=fake.url)
-    yield push
-    await push.close()
 
 
 def reply_push(token: str, *, collapse_key: str | None = None) -> Push:
@@ -52,20 +30,20 @@ def reply_push(token: str, *, collapse_key: str | None = None) -> Push:
     )
 
 
-async def test_each_fcm_answer_is_classified(sender: FcmSender, fake: FakeFcm) -> None:
-    fake.answer("tok-gone", "unregistered")
-    fake.answer("tok-bad", "invalid_argument")
-    fake.answer("tok-quota", "quota_exceeded", retry_after=30)
-    fake.answer("tok-down", "unavailable")
+async def test_each_fcm_answer_is_classified(fcm_sender: FcmSender, fake_fcm: FakeFcm) -> None:
+    fake_fcm.answer("tok-gone", "unregistered")
+    fake_fcm.answer("tok-bad", "invalid_argument")
+    fake_fcm.answer("tok-quota", "quota_exceeded", retry_after=30)
+    fake_fcm.answer("tok-down", "unavailable")
     tokens = ["tok-good", "tok-gone", "tok-bad", "tok-quota", "tok-down"]
 
-    results = await sender.send([reply_push(t) for t in tokens])
+    results = await fcm_sender.send([reply_push(t) for t in tokens])
 
     assert [r.token for r in results] == tokens
     by_token = {r.token: r for r in results}
     good = by_token["tok-good"]
     assert good.ok and good.outcome is PushOutcome.SENT
-    assert good.message_id is not None and good.message_id.startswith(f"projects/{PROJECT}/messages/")
+    assert good.message_id is not None and good.message_id.startswith(f"projects/{FCM_PROJECT}/messages/")
     assert by_token["tok-gone"].outcome is PushOutcome.UNREGISTERED
     assert by_token["tok-bad"].outcome is PushOutcome.UNREGISTERED
     quota = by_token["tok-quota"]
@@ -74,18 +52,22 @@ async def test_each_fcm_answer_is_classified(sender: FcmSender, fake: FakeFcm) -
     assert down.outcome is PushOutcome.RETRY and down.retry_after is None
     assert not any(r.ok for r in results[1:])
     assert all(r.error and "tok-" not in r.error for r in results[1:])
-    assert len(fake.messages_for("tok-quota")) == 1
+    assert len(fake_fcm.messages_for("tok-quota")) == 1
 
 
-async def test_the_sdk_retries_503_itself_before_it_reports_it(fake: FakeFcm, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_sdk_retries_503_itself_before_it_reports_it(
+    fake_fcm: FakeFcm, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # httpx turns NO_PROXY entries into mounts of its plain transport, which bypass firebase-admin's
     # retrying one for those hosts: only without NO_PROXY does the loopback fake see what FCM would.
     if any(os.environ.get(v) for v in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy")):
         pytest.skip("a proxy is configured: the fake needs NO_PROXY")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    fake.answer("tok-flaky", "unavailable")
-    sender = FcmSender.from_credential(google.oauth2.credentials.Credentials(token="t"), PROJECT, base_url=fake.url)
+    fake_fcm.answer("tok-flaky", "unavailable")
+    sender = FcmSender.from_credential(
+        google.oauth2.credentials.Credentials(token="t"), FCM_PROJECT, base_url=fake_fcm.url
+    )
     try:
         started = time.monotonic()
         [result] = await sender.send([reply_push("tok-flaky")])
@@ -93,15 +75,15 @@ async def test_the_sdk_retries_503_itself_before_it_reports_it(fake: FakeFcm, mo
         await sender.close()
     assert result.outcome is PushOutcome.RETRY
     # Four more attempts, 0 + 1 + 2 + 4 s apart: a 503 costs a batch about 7 s before the job retries.
-    assert len(fake.messages_for("tok-flaky")) == 5
+    assert len(fake_fcm.messages_for("tok-flaky")) == 5
     assert time.monotonic() - started > 6
 
 
-async def test_the_wire_message_opens_the_chat_on_android_and_ios(sender: FcmSender, fake: FakeFcm) -> None:
-    [result] = await sender.send([reply_push("tok-wire", collapse_key="chat-s-1")])
+async def test_the_wire_message_opens_the_chat_on_android_and_ios(fcm_sender: FcmSender, fake_fcm: FakeFcm) -> None:
+    [result] = await fcm_sender.send([reply_push("tok-wire", collapse_key="chat-s-1")])
     assert result.ok
-    [received] = [r for r in fake.received if r.token == "tok-wire"]
-    assert received.project == PROJECT
+    [received] = [r for r in fake_fcm.received if r.token == "tok-wire"]
+    assert received.project == FCM_PROJECT
     assert received.authorization == "Bearer test-token"
     assert "validate_only" not in received.body
     message = received.message
@@ -128,25 +110,25 @@ async def test_the_wire_message_opens_the_chat_on_android_and_ios(sender: FcmSen
     assert {k: payload[k] for k in data} == data
 
 
-async def test_a_payload_fault_is_not_a_dead_token(sender: FcmSender, fake: FakeFcm) -> None:
-    fake.answer("tok-payload", "invalid_argument", field="message.data[0].key")
-    [result] = await sender.send([reply_push("tok-payload")])
+async def test_a_payload_fault_is_not_a_dead_token(fcm_sender: FcmSender, fake_fcm: FakeFcm) -> None:
+    fake_fcm.answer("tok-payload", "invalid_argument", field="message.data[0].key")
+    [result] = await fcm_sender.send([reply_push("tok-payload")])
     assert result.outcome is PushOutcome.FAILED
 
 
 async def test_batches_beyond_the_sdk_limit_are_split(
-    sender: FcmSender, fake: FakeFcm, monkeypatch: pytest.MonkeyPatch
+    fcm_sender: FcmSender, fake_fcm: FakeFcm, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # firebase-admin refuses more than 500 messages per call; a smaller limit shows the split quickly.
     monkeypatch.setattr(push_module, "_BATCH_LIMIT", 2)
-    fake.answer("tok-many-3", "unregistered")
+    fake_fcm.answer("tok-many-3", "unregistered")
     tokens = [f"tok-many-{i}" for i in range(5)]
-    results = await sender.send([reply_push(t) for t in tokens])
+    results = await fcm_sender.send([reply_push(t) for t in tokens])
     assert [r.outcome for r in results] == [PushOutcome.SENT] * 3 + [PushOutcome.UNREGISTERED, PushOutcome.SENT]
-    fake.answer("tok-many-3", "ok")
-    results = await sender.send([reply_push(t) for t in tokens])
+    fake_fcm.answer("tok-many-3", "ok")
+    results = await fcm_sender.send([reply_push(t) for t in tokens])
     assert [r.token for r in results] == tokens and all(r.ok for r in results)
-    assert await sender.send([]) == []
+    assert await fcm_sender.send([]) == []
 
 
 def test_push_rejects_non_string_data() -> None:
@@ -157,9 +139,9 @@ def test_push_rejects_non_string_data() -> None:
 
 
 def test_no_credentials_means_no_sender() -> None:
-    assert FcmSender.from_settings(None, PROJECT) is None
+    assert FcmSender.from_settings(None, FCM_PROJECT) is None
     with pytest.raises(PushConfigError):
-        FcmSender.from_settings(Path("/nonexistent/firebase.json"), PROJECT)
+        FcmSender.from_settings(Path("/nonexistent/firebase.json"), FCM_PROJECT)
 
 
 def test_a_project_id_is_required(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -169,31 +151,12 @@ def test_a_project_id_is_required(monkeypatch: pytest.MonkeyPatch) -> None:
         FcmSender.from_credential(google.oauth2.credentials.Credentials(token="t"), "")
 
 
-def _service_account(tmp_path: Path, token_uri: str) -> Path:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    info = {
-        "type": "service_account",
-        "project_id": PROJECT,
-        "private_key_id": "fake-key-1",
-        "private_key": pem,
-        "client_email": f"firebase-adminsdk@{PROJECT}.iam.gserviceaccount.com",
-        "client_id": "1",
-        "token_uri": token_uri,
-    }
-    path = tmp_path / "firebase.json"
-    path.write_text(json.dumps(info))
-    return path
-
-
-async def test_service_account_fetches_its_token_off_the_loop(tmp_path: Path, fake: FakeFcm) -> None:
-    path = _service_account(tmp_path, fake.token_uri())
-    sender = FcmSender.from_settings(path, base_url=fake.url)
+async def test_service_account_fetches_its_token_off_the_loop(tmp_path: Path, fake_fcm: FakeFcm) -> None:
+    path = write_service_account(tmp_path / "firebase.json", fake_fcm.token_uri(), FCM_PROJECT)
+    sender = FcmSender.from_settings(path, base_url=fake_fcm.url)
     assert sender is not None
-    grants = fake.token_grants
-    fake.token_delay = 0.5
+    grants = fake_fcm.token_grants
+    fake_fcm.token_delay = 0.5
     ticks: list[float] = []
 
     async def tick() -> None:
@@ -210,23 +173,23 @@ async def test_service_account_fetches_its_token_off_the_loop(tmp_path: Path, fa
         assert max(b - a for a, b in itertools.pairwise(ticks)) < 0.25
         # One grant for the batch, reused by the next send.
         await sender.send([reply_push("tok-sa-3")])
-        assert fake.token_grants == grants + 1
-        [received] = [r for r in fake.received if r.token == "tok-sa-3"]
-        assert received.project == PROJECT
+        assert fake_fcm.token_grants == grants + 1
+        [received] = [r for r in fake_fcm.received if r.token == "tok-sa-3"]
+        assert received.project == FCM_PROJECT
         assert received.authorization == f"Bearer {ACCESS_TOKEN}"
     finally:
-        fake.token_delay = 0.0
+        fake_fcm.token_delay = 0.0
         ticker.cancel()
         await sender.close()
 
 
-async def test_own_firebase_apps_do_not_collide(fake: FakeFcm) -> None:
+async def test_own_firebase_apps_do_not_collide(fake_fcm: FakeFcm) -> None:
     credential = google.oauth2.credentials.Credentials(token="t")
-    one = FcmSender.from_credential(credential, PROJECT, base_url=fake.url)
-    two = FcmSender.from_credential(credential, "other-project", base_url=fake.url)
+    one = FcmSender.from_credential(credential, FCM_PROJECT, base_url=fake_fcm.url)
+    two = FcmSender.from_credential(credential, "other-project", base_url=fake_fcm.url)
     try:
         await two.send([reply_push("tok-other")])
-        [received] = [r for r in fake.received if r.token == "tok-other"]
+        [received] = [r for r in fake_fcm.received if r.token == "tok-other"]
         assert received.project == "other-project"
     finally:
         await one.close()
@@ -237,7 +200,7 @@ async def test_own_firebase_apps_do_not_collide(fake: FakeFcm) -> None:
 
 async def test_an_unreachable_fcm_is_retried_later() -> None:
     credential = google.oauth2.credentials.Credentials(token="t")
-    sender = FcmSender.from_credential(credential, PROJECT, base_url=f"http://127.0.0.1:{free_port()}")
+    sender = FcmSender.from_credential(credential, FCM_PROJECT, base_url=f"http://127.0.0.1:{free_port()}")
     try:
         [result] = await sender.send([reply_push("tok-nowhere")])
     finally:

@@ -192,6 +192,9 @@ async def test_every_server_event_emitted_validates(
     grant = {"amount": 3, "idempotency_key": str(uuid.uuid4())}
     assert (await client.post(f"{target}/credits", json=grant, headers=bearer(admin))).status == 200
     assert (await client.post(f"{target}/plan", json={"plan": "premium"}, headers=bearer(admin))).status == 200
+    export = {"format": "csv", "async": True}
+    assert (await client.post("/api/v1/usage/export", json=export, headers=bearer(user))).status == 202
+    await wait_until(lambda: any(e["status"] == "succeeded" for e in phone_inbox["job:progress"]))
     assert (await client.delete(f"/api/v1/chat/sessions/{chat['id']}", headers=bearer(user))).status == 204
     assert (await client.post("/api/v1/auth/logout-all", headers=bearer(user))).status == 204
 

@@ -12,10 +12,12 @@ from uuid import UUID
 
 import structlog
 
+from core.timefmt import iso
 from core.wire import NotificationKind
 from services.notifications import NotificationService
 from services.outages import DATABASE_DOWN
 
+__all__ = ["Notice", "day", "iso", "send_notices"]
 log = structlog.get_logger(__name__)
 
 
@@ -26,11 +28,6 @@ class Notice:
     title: str
     body: str
     data: Mapping[str, str | int]  # the app's deep link: plain strings and numbers only
-
-
-def iso(at: datetime) -> str:
-    """UTC, ISO 8601 with `Z`, as every time on the wire."""
-    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def day(at: datetime) -> str:

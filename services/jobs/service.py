@@ -26,6 +26,7 @@ from core.events import Events, JobProgressEvent
 from core.pages import Slice
 from services.files.service import FilesService
 from services.jobs.run import JobCancelled, JobFailed, JobGaveUp, JobKind, JobRun, RetryLater
+from services.notices import Notice, send_notices
 from services.notifications import NotificationService
 from storage.job_queue import QUEUE, JobQueue
 from storage.jobs import JobStore
@@ -163,6 +164,8 @@ class JobService:
             if spec is None:
                 raise JobFailed(f"no handler for jobs of kind {job.kind}")
             result = await spec.handler(run) or {}
+            # Inside the try: a failure to keep the result (the file store down) is retried like any other.
+            return await self._end_succeeded(run, result)
         except asyncio.CancelledError:
             run.stop()
             if aborting() or await self._cancel_requested(job.id):
@@ -173,13 +176,12 @@ class JobService:
         except JobCancelled:
             await self._end_cancelled(run)
             raise
-        except (JobFailed, AppError) as err:
-            # Refused input (a deleted chat, another user's file): retrying cannot help.
-            await self._end_failed(run, str(err))
-            raise JobGaveUp(str(err)) from err
-        except Exception as err:  # noqa: BLE001 - any other failure is retried with backoff
+        except Exception as err:  # retried with backoff, unless no retry can mend it
+            if isinstance(err, JobFailed) or (isinstance(err, AppError) and err.status < 500):
+                # Refused input (a deleted chat, another user's file): retrying cannot help.
+                await self._end_failed(run, str(err))
+                raise JobGaveUp(str(err)) from err
             await self._retry_or_fail(run, spec, err)
-        return await self._end_succeeded(run, result)
 
     async def report_progress(self, job_id: UUID, value: float, step: str | None) -> Job | None:
         async with self._pool.acquire() as conn:
@@ -252,6 +254,7 @@ class JobService:
         if job is None:  # cancelled at the very end: the cancel wins, nothing is kept
             await self._discard(run)
             return result
+        run.files.clear()  # the job's result owns them now: nothing below may discard them
         log.info("job succeeded", job_id=str(job.id), kind=job.kind, attempts=job.attempts)
         await self._emit(job)
         await self._notify_done(job, ok=True)
@@ -303,15 +306,12 @@ class JobService:
 
     async def _notify_done(self, job: Job, *, ok: bool) -> None:
         label = LABELS.get(job.kind, job.kind.replace("_", " ").capitalize())
-        data: dict[str, Any] = {"job_id": str(job.id), "kind": job.kind, "status": job.status}
+        data: dict[str, str | int] = {"job_id": str(job.id), "kind": job.kind, "status": job.status}
         if job.result_file_id is not None:
             data["file_id"] = str(job.result_file_id)
         title = f"{label} ready" if ok else f"{label} failed"
         body = "Your download is ready." if ok and job.result_file_id else ("Done." if ok else (job.error or ""))
-        try:
-            await self._notifications.notify(job.user_id, "job_done", title, body[:200], data)
-        except Exception:
-            log.warning("job_done notification failed", job_id=str(job.id), exc_info=True)
+        await send_notices(self._notifications, Notice(job.user_id, "job_done", title, body[:200], data))
 
     async def _emit(self, job: Job) -> None:
         await self._events.to_user(

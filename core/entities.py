@@ -4,7 +4,7 @@ them, and the wire models in core.wire turn them into what clients read."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -45,6 +45,7 @@ class ChatSession:
     last_seq: int
     created_at: datetime
     updated_at: datetime
+    last_rev: int = 0  # the newest rev of any of its messages (sync by rev)
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,30 @@ class Message:
     usage: dict[str, Any] | None
     attachments: list[Any]
     created_at: datetime
+    # Raised from the session's counter by every change to the message (sync by rev).
+    rev: int = 0
+    kind: str = "message"  # "greeting": the persona's greeting, seq 1
+    variant: int = 0  # the selected variant; content, status and usage are its
+    variants: list[dict[str, Any]] = field(default_factory=list)  # stored once there is more than one
+    edited_at: datetime | None = None
+
+    @property
+    def all_variants(self) -> list[dict[str, Any]]:
+        """Every variant of a reply ({index, content, status, usage, created_at}); a reply with one has it
+        alone; user messages and tombstones have none."""
+        if self.variants:
+            return self.variants
+        if self.role != "assistant" or self.status == "deleted":
+            return []
+        return [
+            {
+                "index": 0,
+                "content": self.content,
+                "status": self.status,
+                "usage": self.usage,
+                "created_at": self.created_at,
+            }
+        ]
 
 
 @dataclass(frozen=True)
@@ -72,6 +97,8 @@ class Persona:
     description: str
     personality: str
     greeting: str
+    # The greeting's other variants (SPEC §13), in order; like `greeting`, for whoever may read the persona.
+    alternate_greetings: list[str]
     tags: list[str]
     visibility: str
     remixable: bool
@@ -85,7 +112,7 @@ class Persona:
         return self.visibility == "public"
 
     def readable_by(self, user_id: UUID) -> bool:
-        """May see the persona (name, description, greeting, tags, avatar) and chat with it."""
+        """May see the persona (name, description, greetings, tags, avatar) and chat with it."""
         return self.owner_id == user_id or self.is_public
 
     def definition_readable_by(self, user_id: UUID) -> bool:
@@ -101,6 +128,7 @@ class PersonaDraft:
     description: str = ""
     personality: str = ""
     greeting: str = ""
+    alternate_greetings: Sequence[str] = ()
     tags: Sequence[str] = ()
     visibility: str = "private"
     remixable: bool = False

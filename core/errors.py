@@ -17,6 +17,7 @@ class Code(StrEnum):
     BILLING_DISABLED = "billing_disabled"
     BILLING_PROVIDER_ERROR = "billing_provider_error"
     BILLING_UNAVAILABLE = "billing_unavailable"
+    BUSY = "busy"
     CANCEL_IN_STORE = "cancel_in_store"
     CONFLICT = "conflict"
     CUSTOMER_CONFLICT = "customer_conflict"
@@ -127,6 +128,12 @@ class NotFound(AppError):
 class Conflict(AppError):
     status = 409
     code = Code.CONFLICT
+
+
+class Busy(Conflict):
+    """The message is streaming (a reply being written): it cannot be changed until the reply ends."""
+
+    code = Code.BUSY
 
 
 class PayloadTooLarge(AppError):

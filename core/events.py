@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core import limits
 from core.validation import INT64_MAX
@@ -155,6 +155,14 @@ class NotificationEvent(ServerEvent):
     notification: NotificationOut
 
 
+class MessageUpdatedEvent(ServerEvent):
+    """A stored message changed (edited, deleted, rewound away, a new variant, another variant selected):
+    to the user's sockets and the chat room, once each, after commit. Apply it by `message.id`."""
+
+    name = "message:updated"
+    message: MessageOut
+
+
 class JobProgressEvent(ServerEvent):
     """A job of the user changed (queued, started, progressed, retried, ended): to the user's sockets,
     after commit; progress changes at most a few times a second per job."""
@@ -188,6 +196,7 @@ SERVER_EVENTS: dict[str, type[ServerEvent]] = {
         SessionEndedEvent,
         NotificationEvent,
         JobProgressEvent,
+        MessageUpdatedEvent,
     )
 }
 
@@ -228,8 +237,37 @@ class SendIn(ClientPayload):
 
 
 class SyncIn(ClientPayload):
+    """`after_seq`: new messages only (what a client that never changes messages needs). `after_rev`: every
+    message inserted or changed since (tombstones too). One of the two."""
+
     session_id: UUID
-    after_seq: int = Field(ge=0, le=INT64_MAX)  # seqs are PostgreSQL bigints
+    after_seq: int | None = Field(default=None, ge=0, le=INT64_MAX)  # seqs and revs are PostgreSQL bigints
+    after_rev: int | None = Field(default=None, ge=0, le=INT64_MAX)
+
+    @model_validator(mode="after")
+    def _one_position(self) -> SyncIn:
+        if (self.after_seq is None) == (self.after_rev is None):
+            raise ValueError("give after_seq or after_rev (one of them)")
+        return self
+
+
+class MessageRef(ClientPayload):
+    message_id: UUID
+
+
+class EditIn(ClientPayload):
+    message_id: UUID
+    content: str = Field(min_length=1, max_length=limits.MESSAGE_BODY_MAX)
+
+
+class SelectIn(ClientPayload):
+    message_id: UUID
+    variant: int = Field(ge=0, le=INT64_MAX)
+
+
+class RewindIn(ClientPayload):
+    session_id: UUID
+    to_seq: int = Field(ge=0, le=INT64_MAX, description="Every message after this seq becomes a tombstone")
 
 
 class TypingIn(ClientPayload):
@@ -283,7 +321,17 @@ class SyncAck(OkAck):
     messages: list[MessageOut]
     has_more: bool
     last_seq: int = Field(ge=0)
+    last_rev: int = Field(ge=0, description="The session's newest rev: the next `sync {after_rev}` starts here")
     streams: list[StreamInFlight]
+
+
+class MessageAck(OkAck):
+    message: MessageOut
+
+
+class RewindAck(OkAck):
+    deleted: int = Field(ge=0, description="How many messages became tombstones")
+    last_rev: int = Field(ge=0)
 
 
 class StopAck(OkAck):
@@ -312,7 +360,24 @@ CLIENT_EVENTS: dict[str, ClientEvent] = {
         ClientEvent(
             "message:send", SendIn, SendAck, "Store a user message (deduplicated on client_id); acked after commit."
         ),
-        ClientEvent("sync", SyncIn, SyncAck, "Messages after a seq, oldest first (at most 500); streams in flight."),
+        ClientEvent(
+            "sync",
+            SyncIn,
+            SyncAck,
+            "Messages after a seq (new ones, oldest first) or after a rev (every change since, in rev order), at "
+            "most 500; streams in flight.",
+        ),
+        ClientEvent("message:edit", EditIn, MessageAck, "Change a message's text in place (edited_at set)."),
+        ClientEvent("message:delete", MessageRef, MessageAck, "Turn a message into a tombstone (its seq kept)."),
+        ClientEvent(
+            "message:select", SelectIn, MessageAck, "Pick the variant of a reply that counts (and reaches the prompt)."
+        ),
+        ClientEvent(
+            "chat:rewind",
+            RewindIn,
+            RewindAck,
+            "Turn every message after to_seq into a tombstone (a reply stops first).",
+        ),
         ClientEvent("typing", TypingIn, OkAck, "Relay typing to the chat room (only after chat:join)."),
         ClientEvent("ai:stop", StopIn, StopAck, "Stop a reply wherever it runs; the text so far is kept."),
         ClientEvent(

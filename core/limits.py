@@ -8,6 +8,8 @@ PERSONA_NAME_MAX = 80
 PERSONA_DESCRIPTION_MAX = 2000
 PERSONA_PERSONALITY_MAX = 8000
 PERSONA_GREETING_MAX = 2000
+# A persona's other opening messages (Character Cards' alternate_greetings), each as long as a greeting
+PERSONA_ALTERNATE_GREETINGS_MAX = 20
 TAG_MAX = 32
 TAGS_MAX = 20
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema, model_validator
 
 from core import limits
 from core.entities import Invoice, Persona, Principal, ScoredPersona, StoredFile
@@ -77,6 +77,7 @@ class SessionOut(Out):
     title: str
     pinned: bool
     last_seq: int = Field(ge=0)
+    last_rev: int = Field(ge=0, description="The newest `rev` of its messages: what `sync {after_rev}` starts from")
     created_at: Timestamp
     updated_at: Timestamp
 
@@ -128,19 +129,38 @@ class FileOut(Wire):
         )
 
 
+class VariantOut(Wire):
+    """One variant of a reply (regenerations and a greeting's alternates)."""
+
+    index: int = Field(ge=0)
+    content: str
+    status: Literal["complete", "streaming", "stopped", "failed"]
+    usage: TokenUsage | None
+    created_at: Timestamp
+
+
 class MessageOut(Out):
-    """A stored message (SPEC Appendix C, the fields stored today)."""
+    """A stored message (SPEC Appendix C). `content`, `status` and `usage` are the selected variant's."""
 
     id: UUID
     session_id: UUID
     seq: int = Field(ge=1)
+    rev: int = Field(ge=0, description="Raised by every change to the message; `sync {after_rev}` returns higher ones")
     role: Literal["user", "assistant"]
-    content: str
-    status: Literal["complete", "streaming", "stopped", "failed"]
+    kind: Literal["message", "greeting"]
+    content: str = Field(description="Empty for a deleted message")
+    status: Literal["complete", "streaming", "stopped", "failed", "deleted"]
     client_id: UUID | None
     reply_to: UUID | None
     usage: TokenUsage | None
     attachments: list[FileOut] = Field(description="The files the message carries")
+    variant: int = Field(ge=0, description="The selected variant's index")
+    variants: list[VariantOut] = Field(
+        validation_alias=AliasChoices("all_variants", "variants"),
+        description="Every variant of a reply (one for a reply never regenerated); [] for user messages and "
+        "deleted ones",
+    )
+    edited_at: Timestamp | None
     created_at: Timestamp
 
 
@@ -161,6 +181,10 @@ class PersonaOut(Out):
     description: str
     personality: str | None = Field(description="The system prompt: who the persona is." + _HIDDEN)
     greeting: str
+    # Not a definition field: like `greeting`, what a chat with the persona starts with, so anyone may see it.
+    alternate_greetings: list[str] = Field(
+        description="The greeting's other variants (a new chat's first message can be swiped to each)"
+    )
     tags: list[str]
     visibility: Literal["private", "public"]
     remixable: bool = Field(description=REMIXABLE)

@@ -12,11 +12,11 @@ from pydantic import BaseModel, Field
 from core import limits
 from core.entities import Principal
 from core.pages import Position, decode_cursor, encode_cursor
-from core.validation import Bigint, PositiveBigint
+from core.validation import INT64_MAX, Bigint, PositiveBigint
 from core.wire import AttachmentIds, JobOut, MessageOut, SessionOut
 from handlers.api import Api, model_response, path_uuid
-from handlers.keys import CHAT_EXPORTS, CHAT_SERVICE
-from handlers.schemas import CursorParam, MessageContent, Strict
+from handlers.keys import CHAT_EXPORTS, CHAT_SERVICE, CONVERSATION_SERVICE
+from handlers.schemas import CursorParam, MessageContent, NonEmptyPatch, Strict
 
 api = Api("chat")
 P = "/api/v1/chat/sessions"
@@ -185,3 +185,94 @@ async def export_session(request: web.Request, user: Principal, body: ChatExport
     transcript, or a PDF that keeps every character (any script, emoji included)."""
     job = await request.app[CHAT_EXPORTS].start(user, path_uuid(request), body.format)
     return model_response(JobOut.model_validate(job), status=202)
+
+
+class MessagePatch(NonEmptyPatch):
+    """At least one of the two."""
+
+    content: MessageContent | None = Field(default=None, description="The message's new text (edited_at is set)")
+    variant: int | None = Field(default=None, ge=0, le=INT64_MAX, description="The variant of a reply that counts")
+
+
+class RewindBody(Strict):
+    to_seq: Bigint = Field(ge=0, description="Every message after this seq becomes a tombstone")
+
+
+class ForkBody(Strict):
+    at_seq: PositiveBigint = Field(description="The new session holds copies of the messages up to this seq")
+
+
+class RewindOut(BaseModel):
+    deleted: int = Field(description="How many messages became tombstones")
+    last_rev: int
+
+
+@api.route(
+    "PATCH",
+    f"{P}/{{id}}/messages/{{mid}}",
+    summary="Edit a message of my chat",
+    body=MessagePatch,
+    response=MessageOut,
+    errors=(404, 409),
+)
+async def edit_message(request: web.Request, user: Principal, body: MessagePatch) -> MessageOut:
+    """`variant`: that variant of the reply counts from now on (422 for one it does not have). `content`: the
+    text changes in place (`edited_at` set; a reply's selected variant with it). Both: the variant is
+    selected, then edited. Each change raises `rev` and is sent as `message:updated`. A reply still
+    streaming: 409 `busy`; a deleted message: 409 `conflict`."""
+    conversation, message_id, session_id = (
+        request.app[CONVERSATION_SERVICE],
+        path_uuid(request, "mid"),
+        path_uuid(request),
+    )
+    if body.variant is not None:
+        message = await conversation.select(user, message_id, body.variant, session_id=session_id)
+    if body.content is not None:
+        message = await conversation.edit(user, message_id, body.content, session_id=session_id)
+    return MessageOut.model_validate(message)
+
+
+@api.route(
+    "DELETE",
+    f"{P}/{{id}}/messages/{{mid}}",
+    summary="Delete a message of my chat (it stays as a tombstone)",
+    response=MessageOut,
+    errors=(404, 409),
+)
+async def delete_message(request: web.Request, user: Principal) -> MessageOut:
+    """The message keeps its seq with `status: "deleted"`, no content, no variants (`message:updated` sent);
+    deleting it again changes nothing. A reply still streaming: 409 `busy` (stop it, or rewind)."""
+    message = await request.app[CONVERSATION_SERVICE].delete(
+        user, path_uuid(request, "mid"), session_id=path_uuid(request)
+    )
+    return MessageOut.model_validate(message)
+
+
+@api.route(
+    "POST",
+    f"{P}/{{id}}/rewind",
+    summary="Rewind my chat: every message after to_seq becomes a tombstone",
+    body=RewindBody,
+    response=RewindOut,
+    errors=(404, 409),
+)
+async def rewind(request: web.Request, user: Principal, body: RewindBody) -> dict[str, Any]:
+    """A reply streaming in the chat is stopped (and stored) first. `to_seq` past the chat's last seq: 422."""
+    rewound = await request.app[CONVERSATION_SERVICE].rewind(user, path_uuid(request), body.to_seq)
+    return {"deleted": len(rewound.tombstones), "last_rev": rewound.last_rev}
+
+
+@api.route(
+    "POST",
+    f"{P}/{{id}}/fork",
+    summary="Fork my chat: a new chat with copies of the messages up to at_seq",
+    body=ForkBody,
+    response=SessionOut,
+    status=201,
+    errors=(404,),
+)
+async def fork(request: web.Request, user: Principal, body: ForkBody) -> SessionOut:
+    """Copies keep their seqs, content, variants and tombstones under new ids; the original is untouched.
+    `at_seq` past the chat's last seq: 422."""
+    session = await request.app[CONVERSATION_SERVICE].fork(user, path_uuid(request), body.at_seq)
+    return SessionOut.model_validate(session)

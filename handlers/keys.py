@@ -19,6 +19,7 @@ from services.billing.config import BillingSettings
 from services.billing.webhooks import StripeWebhooks
 from services.broadcasts import Broadcasts
 from services.chat import ChatService
+from services.conversation import ConversationService
 from services.credits import CreditService
 from services.exports.chat_export import ChatExports
 from services.exports.usage_export import UsageExports
@@ -61,6 +62,7 @@ ADMIN_SERVICE = web.AppKey("admin_service", AdminService)
 PLANS = web.AppKey("plans", Plans)
 PERSONA_SERVICE = web.AppKey("persona_service", PersonaService)
 CHAT_SERVICE = web.AppKey("chat_service", ChatService)
+CONVERSATION_SERVICE = web.AppKey("conversation_service", ConversationService)
 KNOWLEDGE_SERVICE = web.AppKey("knowledge_service", KnowledgeService)
 FILES_SERVICE = web.AppKey("files_service", FilesService)
 REPLY_SERVICE = web.AppKey("reply_service", ReplyService)

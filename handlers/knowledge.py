@@ -245,13 +245,13 @@ async def delete_knowledge(request: web.Request, user: Principal) -> None:
 )
 async def import_card(request: web.Request, user: Principal) -> dict[str, Any]:
     """`multipart/form-data` with a `file` part: a PNG carrying a card (text chunk `ccv3` or `chara`) or a
-    card's JSON (V1, V2 or V3). Mapping: name, description; first_mes → greeting; tags (lowercased, at
-    most 20); personality, or personality/scenario/system prompt/example dialogue as labelled sections →
-    personality; each enabled character book entry → a knowledge entry (source `character_book`). A PNG's
-    picture becomes the persona's avatar, stored as my `persona_image` file (counted against my storage;
-    when it cannot be kept the persona comes without it and `truncated` lists `avatar`). Counts against
-    the plan's persona limit (403 `plan_limit`). Neither PNG nor JSON: 415; no card, or a broken one: 422
-    naming the problem."""
+    card's JSON (V1, V2 or V3). Mapping: name, description; first_mes → greeting; alternate_greetings (the
+    first 20 non-blank, each clipped to a greeting's length); tags (lowercased, at most 20); personality,
+    or personality/scenario/system prompt/example dialogue as labelled sections → personality; each
+    enabled character book entry → a knowledge entry (source `character_book`). A PNG's picture becomes
+    the persona's avatar, stored as my `persona_image` file (counted against my storage; when it cannot be
+    kept the persona comes without it and `truncated` lists `avatar`). Counts against the plan's persona
+    limit (403 `plan_limit`). Neither PNG nor JSON: 415; no card, or a broken one: 422 naming the problem."""
     knowledge = request.app[KNOWLEDGE_SERVICE]
     # A card's picture goes through the image workers: the upload rate applies (429 + Retry-After).
     await request.app[FILES_SERVICE].check_rate(user, client_ip(request))

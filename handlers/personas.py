@@ -37,6 +37,14 @@ Personality = Annotated[
 Greeting = Annotated[
     str, Field(max_length=limits.PERSONA_GREETING_MAX, description="The persona's first message in a new chat")
 ]
+AlternateGreetings = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=limits.PERSONA_GREETING_MAX)]],
+    Field(
+        max_length=limits.PERSONA_ALTERNATE_GREETINGS_MAX,
+        description=f"Up to {limits.PERSONA_ALTERNATE_GREETINGS_MAX} other greetings of "
+        f"1..{limits.PERSONA_GREETING_MAX} characters, in order: the other variants of a new chat's greeting",
+    ),
+]
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=limits.TAG_MAX)]
 Tags = Annotated[
     list[Tag],
@@ -59,6 +67,7 @@ class PersonaIn(Strict):
     description: Description = ""
     personality: Personality = ""
     greeting: Greeting = ""
+    alternate_greetings: AlternateGreetings = []
     tags: Tags = []
     visibility: Visibility = "private"
     remixable: Remixable = False
@@ -75,6 +84,7 @@ class PersonaPatch(Patch):
     description: Description | None = None
     personality: Personality | None = None
     greeting: Greeting | None = None
+    alternate_greetings: AlternateGreetings | None = None
     tags: Tags | None = None
     visibility: Visibility | None = None
     remixable: Remixable | None = None

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Self
 from zoneinfo import available_timezones
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from core import limits
 from core.wire import UserOut
@@ -47,6 +56,23 @@ class Patch(Strict):
         if value is None and info.field_name not in cls.clearable:
             raise ValueError("may not be null; leave the field out to keep it")
         return value
+
+
+def _non_empty(schema: dict[str, Any], model: type) -> None:
+    _no_null_alternatives(schema, model)
+    schema["minProperties"] = 1
+
+
+class NonEmptyPatch(Patch):
+    """A Patch that must change something: `{}` is refused (and the schema says so: minProperties 1)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, json_schema_extra=_non_empty)
+
+    @model_validator(mode="after")
+    def _something(self) -> Self:
+        if not self.model_fields_set:
+            raise ValueError("give at least one field")
+        return self
 
 
 # Every list's `cursor` query parameter: an opaque string from a previous page (core.pages).

@@ -1,4 +1,5 @@
-"""Socket events of a chat: join, leave, send, sync, typing. Thin: validate, call ChatService, ack."""
+"""Socket events of a chat: join, leave, send, sync (by seq or by rev), typing. Thin: validate, call the
+service, ack."""
 
 from __future__ import annotations
 
@@ -11,12 +12,19 @@ from core.wire import MessageOut, SessionOut
 from realtime.acks import EventRegistry
 from realtime.emitter import SocketEvents
 from realtime.guard import SocketUsers
-from services.chat import ChatService
+from services.chat import ChatService, SyncResult
+from services.conversation import ConversationService, RevSync
 from services.replies import ReplyService
 
 
 def register(
-    sio: socketio.AsyncServer, events: EventRegistry, *, chat: ChatService, replies: ReplyService, users: SocketUsers
+    sio: socketio.AsyncServer,
+    events: EventRegistry,
+    *,
+    chat: ChatService,
+    replies: ReplyService,
+    conversation: ConversationService,
+    users: SocketUsers,
 ) -> None:
     emitter = SocketEvents(sio)
 
@@ -46,11 +54,17 @@ def register(
 
     @events.on("sync", SyncIn)
     async def sync(sid: str, user: Principal, payload: SyncIn) -> SyncAck:
-        result = await chat.sync(user, payload.session_id, after_seq=payload.after_seq)
+        if payload.after_rev is not None:
+            result: SyncResult | RevSync = await conversation.sync(
+                user, payload.session_id, after_rev=payload.after_rev
+            )
+        else:
+            result = await chat.sync(user, payload.session_id, after_seq=payload.after_seq or 0)
         return SyncAck(
             messages=[MessageOut.model_validate(m) for m in result.messages],
             has_more=result.has_more,
             last_seq=result.last_seq,
+            last_rev=result.last_rev,
             streams=await replies.live_streams(payload.session_id),
         )
 

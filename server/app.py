@@ -31,6 +31,7 @@ from handlers.keys import (
     AI_TOOLS,
     AUTH_SERVICE,
     CHAT_SERVICE,
+    CONVERSATION_SERVICE,
     CREDIT_SERVICE,
     DB_DSN,
     FILES_SERVICE,
@@ -51,7 +52,7 @@ from handlers.keys import (
     HttpSettings,
 )
 from providers.firebase_auth import FirebaseAdminVerifier
-from realtime import ai_events, chat_events
+from realtime import ai_events, chat_events, conversation_events
 from realtime import connection as socket_connection
 from realtime.acks import EventRegistry
 from realtime.emitter import SocketEvents
@@ -68,6 +69,7 @@ from services.admin import AdminService
 from services.ai_tools import AITools
 from services.auth import AuthService
 from services.chat import ChatService
+from services.conversation import ConversationService
 from services.credits import CreditService
 from services.knowledge import KnowledgeService
 from services.metrics import Metrics
@@ -237,7 +239,18 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         sio, auth_service=app[AUTH_SERVICE], users=users, presence=presence, metrics=app[METRICS]
     )
     registry = EventRegistry(sio, users, app[METRICS])
-    chat_events.register(sio, registry, chat=app[CHAT_SERVICE], replies=app[REPLY_SERVICE], users=users)
+    app[CONVERSATION_SERVICE] = ConversationService(
+        pool=app[POOL], events=events, replies=app[REPLY_SERVICE], message_max_chars=settings.message_max_chars
+    )
+    chat_events.register(
+        sio,
+        registry,
+        chat=app[CHAT_SERVICE],
+        replies=app[REPLY_SERVICE],
+        conversation=app[CONVERSATION_SERVICE],
+        users=users,
+    )
+    conversation_events.register(registry, conversation=app[CONVERSATION_SERVICE])
     ai_events.register(sio, registry, replies=app[REPLY_SERVICE], users=users)
     log.info("parlor ready", ai_provider=provider.name)
     yield

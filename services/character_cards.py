@@ -46,6 +46,7 @@ NAME_MAX = limits.PERSONA_NAME_MAX
 DESCRIPTION_MAX = limits.PERSONA_DESCRIPTION_MAX
 PERSONALITY_MAX = limits.PERSONA_PERSONALITY_MAX
 GREETING_MAX = limits.PERSONA_GREETING_MAX
+ALTERNATE_GREETINGS_MAX = limits.PERSONA_ALTERNATE_GREETINGS_MAX
 TAG_MAX = limits.TAG_MAX
 TAGS_MAX = limits.TAGS_MAX
 TITLE_MAX = limits.KNOWLEDGE_TITLE_MAX
@@ -116,6 +117,7 @@ class PersonaFields:
     description: str
     personality: str
     greeting: str
+    alternate_greetings: list[str]
     tags: list[str]
     knowledge: list[BookEntry]
     truncated: list[str]
@@ -253,7 +255,7 @@ def _card(data: dict[str, Any], *, spec: str, prefix: str) -> Card:
         creator=_text(data.get("creator")),
         character_version=_text(data.get("character_version")),
         tags=_strings(data.get("tags")),
-        alternate_greetings=_strings(data.get("alternate_greetings")),
+        alternate_greetings=_texts(data.get("alternate_greetings")),
         book_name=_text(book.get("name")) if isinstance(book, dict) else "",
         book=_book(book),
         extensions=data["extensions"] if isinstance(data.get("extensions"), dict) else {},
@@ -277,8 +279,15 @@ def _text(value: Any) -> str:
 
 
 def _strings(value: Any) -> tuple[str, ...]:
+    """Words such as tags or keys: a lone string is a comma-separated list."""
+    return _texts(value.split(",") if isinstance(value, str) else value)
+
+
+def _texts(value: Any) -> tuple[str, ...]:
+    """Whole texts such as alternate greetings, trimmed, blanks dropped: a lone string is one text (a greeting
+    has commas of its own)."""
     if isinstance(value, str):
-        value = value.split(",")
+        value = [value]
     if not isinstance(value, list):
         return ()
     return tuple(s for s in (_text(v).strip() for v in value) if s)
@@ -308,7 +317,8 @@ def _book(value: Any) -> tuple[BookEntry, ...]:
 
 
 def persona_fields(card: Card) -> PersonaFields:
-    """Card → Parlor. description → description; first_mes → greeting; tags normalized (lowercase, at most
+    """Card → Parlor. description → description; first_mes → greeting; alternate_greetings → alternate
+    greetings (the first 20 non-blank, each clipped like the greeting); tags normalized (lowercase, at most
     20 of at most 32 characters); personality alone → personality as it is, else personality, scenario,
     system prompt, post-history instructions and example dialogue as labelled sections; `{{char}}` becomes
     the name (`{{user}}` is left for the prompt builder). Each enabled character book entry → a knowledge
@@ -337,6 +347,11 @@ def persona_fields(card: Card) -> PersonaFields:
                 sections.setdefault(label, []).append(text)
         personality = "\n\n".join(f"{label}:\n" + "\n\n".join(texts) for label, texts in sections.items())
 
+    alternates = [text for text in (macros(g) for g in card.alternate_greetings) if text]
+    if len(alternates) > ALTERNATE_GREETINGS_MAX:
+        truncated.append("alternate_greetings")
+    alternates = [fit("alternate_greetings", g, GREETING_MAX) for g in alternates[:ALTERNATE_GREETINGS_MAX]]
+
     tags, tags_clipped = _tags(card.tags)
     if tags_clipped:
         truncated.append("tags")
@@ -358,6 +373,7 @@ def persona_fields(card: Card) -> PersonaFields:
         description=fit("description", macros(card.description), DESCRIPTION_MAX),
         personality=fit("personality", personality, PERSONALITY_MAX),
         greeting=fit("greeting", macros(card.first_mes), GREETING_MAX),
+        alternate_greetings=alternates,
         tags=tags,
         knowledge=[k for k in knowledge if k.content],
         truncated=truncated,
@@ -395,6 +411,7 @@ def card_for_persona(
     description: str,
     personality: str,
     greeting: str,
+    alternate_greetings: Sequence[str],
     tags: Sequence[str],
     book: Sequence[BookEntry],
     extensions: dict[str, Any] | None = None,
@@ -407,6 +424,7 @@ def card_for_persona(
         description=description,
         personality=personality,
         first_mes=greeting,
+        alternate_greetings=tuple(alternate_greetings),
         tags=tuple(tags),
         book_name=f"{name} knowledge" if book else "",
         book=tuple(book),

@@ -16,6 +16,7 @@ from core.errors import NotFound, RateLimited, ValidationFailed
 from core.events import ChatDeletedEvent, Events, MessageNewEvent, chat_room, user_room
 from core.wire import MessageOut
 from services.files.service import FilesService
+from services.greetings import greeting_variants
 from services.message_writer import MessageWriter, Outcome
 from services.quota import QuotaService
 from storage.chat import ChatStore
@@ -37,6 +38,7 @@ class SyncResult:
     messages: list[Message]
     has_more: bool
     last_seq: int
+    last_rev: int
 
 
 class _NotInserted(Exception):
@@ -77,11 +79,21 @@ class ChatService:
     # --- sessions ------------------------------------------------------------------------------
 
     async def create_session(self, user: Principal, *, persona_id: UUID, title: str | None) -> ChatSession:
+        """A persona with a greeting opens the chat with it: the first message (seq 1, kind greeting),
+        `{{user}}` and `{{char}}` filled, its alternates kept as the message's other variants."""
         async with self._pool.acquire() as conn, conn.transaction():
             session = await self._store.create_session(conn, user_id=user.id, persona_id=persona_id, title=title)
             if session is None:
                 raise NotFound("persona not found")
             await self._personas.record_activity(conn, persona_id, chats=1)
+            persona = await self._personas.get(conn, persona_id)
+            if persona is not None and persona.greeting.strip():
+                variants = greeting_variants(
+                    persona.greeting, persona.alternate_greetings, user=user.display_name, char=persona.name
+                )
+                await self._store.add_greeting(conn, session.id, variants)
+                session = await self._store.owned_session(conn, session_id=session.id, user_id=user.id)
+                assert session is not None
         return session
 
     async def get_session(self, user: Principal, session_id: UUID) -> ChatSession:
@@ -233,7 +245,9 @@ class ChatService:
             rows = await self._store.messages_after(
                 conn, session_id=session_id, after_seq=after_seq, limit=SYNC_PAGE + 1
             )
-        return SyncResult(rows[:SYNC_PAGE], has_more=len(rows) > SYNC_PAGE, last_seq=session.last_seq)
+        return SyncResult(
+            rows[:SYNC_PAGE], has_more=len(rows) > SYNC_PAGE, last_seq=session.last_seq, last_rev=session.last_rev
+        )
 
     async def _stored_duplicate(
         self, conn: asyncpg.Connection, user: Principal, session_id: UUID, client_id: UUID

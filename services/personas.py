@@ -171,6 +171,7 @@ class PersonaService:
         description: str | None = None,
         personality: str | None = None,
         greeting: str | None = None,
+        alternate_greetings: Sequence[str] | None = None,
         tags: Sequence[str] | None = None,
         visibility: str | None = None,
         remixable: bool | None = None,
@@ -190,6 +191,7 @@ class PersonaService:
                     description=description,
                     personality=personality,
                     greeting=greeting,
+                    alternate_greetings=list(alternate_greetings) if alternate_greetings is not None else None,
                     tags=normalize_tags(tags) if tags is not None else None,
                     visibility=visibility,
                     remixable=remixable,
@@ -221,6 +223,7 @@ class PersonaService:
                 description=source.description,
                 personality=source.personality,
                 greeting=source.greeting,
+                alternate_greetings=list(source.alternate_greetings),
                 tags=list(source.tags),
             )
             persona = await self._personas.insert(

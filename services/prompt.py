@@ -26,7 +26,11 @@ def estimate_tokens(text: str) -> int:
     return len(text) // 4 + 1
 
 
-def system_instruction(persona: Persona | None, knowledge: Sequence[str], *, budget_tokens: int) -> str:
+def system_instruction(
+    persona: Persona | None, knowledge: Sequence[str], *, budget_tokens: int, opening: str | None = None
+) -> str:
+    """`opening`: the chat's greeting as the user saw it (its selected variant; "" when deleted); None for a
+    chat that has none stored (older chats), whose persona's greeting stands in for it."""
     if persona is None:
         return "You are a helpful, friendly assistant."
     parts = [f"You are {persona.name}. Stay in character and answer as {persona.name} would."]
@@ -34,8 +38,9 @@ def system_instruction(persona: Persona | None, knowledge: Sequence[str], *, bud
         parts.append(f"About you: {persona.description}")
     if persona.personality:
         parts.append(persona.personality)
-    if persona.greeting:
-        parts.append(f"You opened the conversation with: {persona.greeting}")
+    greeting = persona.greeting if opening is None else opening
+    if greeting:
+        parts.append(f"You opened the conversation with: {greeting}")
     used = sum(estimate_tokens(p) for p in parts)
     facts = []
     for chunk in knowledge:
@@ -97,7 +102,9 @@ def conversation(
     room = _Room(total=budget_tokens, text=budget_tokens // 2)
     picked: list[tuple[Message, tuple[Attachment, ...]]] = []
     for message in reversed(history):
-        if message.role == "assistant" and (message.status == "failed" or not message.content):
+        if message.status == "deleted" or (
+            message.role == "assistant" and (message.status == "failed" or not message.content)
+        ):
             continue
         content_cost = estimate_tokens(message.content)
         carried, files_cost = _fit(files.get(message.id, ()), room, content_cost)
@@ -130,7 +137,10 @@ def build_prompt(
     attachments: Mapping[UUID, Sequence[Attachment]] | None = None,
 ) -> Prompt:
     """`attachments`: the files each message carries (by message id), loaded for this prompt."""
-    system = system_instruction(persona, knowledge, budget_tokens=context_tokens // 3)
+    # The chat's stored greeting, selected variant and all (chat APIs want the user first, so it goes here).
+    greeting = next((m for m in history if m.kind == "greeting"), None)
+    opening = None if greeting is None else ("" if greeting.status == "deleted" else greeting.content)
+    system = system_instruction(persona, knowledge, budget_tokens=context_tokens // 3, opening=opening)
     # Character cards (SillyTavern) write {{user}} and {{char}} placeholders into persona text.
     system = system.replace("{{user}}", user_name).replace("{{char}}", persona.name if persona else "you")
     remaining = max(context_tokens - estimate_tokens(system), context_tokens // 4)

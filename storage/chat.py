@@ -4,7 +4,7 @@ so a wrong owner reads as "not found" at the SQL level."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -12,8 +12,11 @@ import asyncpg
 
 from core.entities import ChatSession, Message
 
-_SESSION_COLUMNS = "id, user_id, persona_id, title, pinned, last_seq, created_at, updated_at"
-_MESSAGE_COLUMNS = "id, session_id, seq, role, content, status, client_id, reply_to, usage, attachments, created_at"
+_SESSION_COLUMNS = "id, user_id, persona_id, title, pinned, last_seq, last_rev, created_at, updated_at"
+_MESSAGE_COLUMNS = (
+    "id, session_id, seq, role, content, status, client_id, reply_to, usage, attachments, created_at,"
+    " rev, kind, variant, variants, edited_at"
+)
 
 # The persona must be the caller's own or public; its name is the default title.
 INSERT_SESSION = f"""
@@ -40,13 +43,13 @@ DELETE_SESSION = "DELETE FROM chat_sessions WHERE id = $1 AND user_id = $2 RETUR
 # The send in one round trip: next seq (row lock) and insert, skipped when the client_id is stored.
 INSERT_USER_MESSAGE = f"""
 WITH slot AS (
-    UPDATE chat_sessions SET last_seq = last_seq + 1, updated_at = now()
+    UPDATE chat_sessions SET last_seq = last_seq + 1, last_rev = last_rev + 1, updated_at = now()
     WHERE id = $1 AND user_id = $2
       AND NOT EXISTS (SELECT 1 FROM messages WHERE session_id = $1 AND client_id = $3)
-    RETURNING last_seq, persona_id
+    RETURNING last_seq, last_rev, persona_id
 )
-INSERT INTO messages (session_id, seq, role, content, status, client_id, attachments)
-SELECT $1, slot.last_seq, 'user', $4, 'complete', $3, $5 FROM slot
+INSERT INTO messages (session_id, seq, rev, role, content, status, client_id, attachments)
+SELECT $1, slot.last_seq, slot.last_rev, 'user', $4, 'complete', $3, $5 FROM slot
 RETURNING {_MESSAGE_COLUMNS}, (SELECT persona_id FROM slot) AS persona_id
 """
 # Group commit of plain sends (services/message_writer.py), one statement per batch ($1..$4: the
@@ -64,35 +67,38 @@ WITH input AS (
         AS r(session_id, user_id, client_id, content, ord)
 ),
 locked AS MATERIALIZED (
-    SELECT id, user_id, persona_id, last_seq FROM chat_sessions
+    SELECT id, user_id, persona_id, last_seq, last_rev FROM chat_sessions
     WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
 ),
 fresh AS MATERIALIZED (
     SELECT i.session_id, i.client_id, i.content,
-           l.last_seq + row_number() OVER (PARTITION BY i.session_id ORDER BY i.ord) AS seq
+           l.last_seq + row_number() OVER (PARTITION BY i.session_id ORDER BY i.ord) AS seq,
+           l.last_rev + row_number() OVER (PARTITION BY i.session_id ORDER BY i.ord) AS rev
     FROM (SELECT DISTINCT ON (session_id, client_id) * FROM input ORDER BY session_id, client_id, ord) i
     JOIN locked l ON l.id = i.session_id AND l.user_id = i.user_id AND l.persona_id IS NULL
     WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.session_id = i.session_id AND m.client_id = i.client_id)
 ),
 bumped AS (
-    UPDATE chat_sessions s SET last_seq = f.last_seq, updated_at = now()
-    FROM (SELECT session_id, max(seq) AS last_seq FROM fresh GROUP BY session_id) f
+    UPDATE chat_sessions s SET last_seq = f.last_seq, last_rev = f.last_rev, updated_at = now()
+    FROM (SELECT session_id, max(seq) AS last_seq, max(rev) AS last_rev FROM fresh GROUP BY session_id) f
     WHERE s.id = f.session_id
 ),
 inserted AS (
-    INSERT INTO messages (session_id, seq, role, content, status, client_id, attachments)
-    SELECT session_id, seq, 'user', content, 'complete', client_id, '[]'::jsonb FROM fresh
-    RETURNING id, session_id, seq, client_id, created_at
+    INSERT INTO messages (session_id, seq, rev, role, content, status, client_id, attachments)
+    SELECT session_id, seq, rev, 'user', content, 'complete', client_id, '[]'::jsonb FROM fresh
+    RETURNING id, session_id, seq, rev, client_id, created_at
 )
-SELECT false AS persona, id, session_id, seq, client_id, created_at FROM inserted
+SELECT false AS persona, id, session_id, seq, rev, client_id, created_at FROM inserted
 UNION ALL
-SELECT DISTINCT true, NULL::uuid, i.session_id, NULL::bigint, i.client_id, NULL::timestamptz
+SELECT DISTINCT true, NULL::uuid, i.session_id, NULL::bigint, NULL::bigint, i.client_id, NULL::timestamptz
 FROM input i JOIN locked l ON l.id = i.session_id AND l.user_id = i.user_id AND l.persona_id IS NOT NULL
 """
 MESSAGE_BY_CLIENT_ID = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND client_id = $2"
+# After SESSION_SEQ (same transaction, the session's row locked): the rev it raised.
 INSERT_MESSAGE = f"""
-INSERT INTO messages (session_id, seq, role, content, status, client_id, reply_to, usage, attachments)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+INSERT INTO messages (session_id, seq, rev, role, content, status, client_id, reply_to, usage, attachments, kind,
+                      variants)
+VALUES ($1, $2, (SELECT last_rev FROM chat_sessions WHERE id = $1), $3, $4, $5, $6, $7, $8, $9, $10, $11)
 RETURNING {_MESSAGE_COLUMNS}
 """
 MESSAGES_AFTER = f"""
@@ -105,9 +111,14 @@ SELECT * FROM (
 """
 # --- AI replies ---
 SESSION_SEQ = """
-UPDATE chat_sessions SET last_seq = last_seq + 1, updated_at = now()
+UPDATE chat_sessions SET last_seq = last_seq + 1, last_rev = last_rev + 1, updated_at = now()
 WHERE id = $1 RETURNING last_seq, persona_id, user_id
 """
+# A change to a message raises its session's rev in the same statement (no second round trip).
+_NEXT_REV = """next_rev AS (
+    UPDATE chat_sessions SET last_rev = last_rev + 1
+    WHERE id = (SELECT session_id FROM messages WHERE id = $1) RETURNING last_rev
+)"""
 # The session's streaming reply, if any, and whether its owner's lease ran out (the owner died).
 STREAMING_REPLY = """
 SELECT id, lease_until < now() AS expired FROM messages WHERE session_id = $1 AND status = 'streaming'
@@ -123,7 +134,8 @@ SELECT id FROM messages WHERE status = 'streaming' AND lease_until < now() ORDER
 """
 # Ending an orphan: only one process wins (the row must still be streaming with its lease run out).
 END_ORPHAN = f"""
-UPDATE messages SET content = $2, status = $3
+WITH {_NEXT_REV}
+UPDATE messages SET content = $2, status = $3, rev = (SELECT last_rev FROM next_rev)
 WHERE id = $1 AND status = 'streaming' AND lease_until < now() RETURNING {_MESSAGE_COLUMNS}
 """
 # A reply of the user's that can be watched live: streaming with its lease held, and who owns it.
@@ -138,19 +150,90 @@ SELECT id FROM messages WHERE session_id = $1 AND status = 'streaming' AND lease
 # User messages after the last reply that answered (a failed reply answered nothing).
 UNANSWERED = f"""
 SELECT {_MESSAGE_COLUMNS} FROM messages
-WHERE session_id = $1 AND role = 'user' AND seq > COALESCE(
+WHERE session_id = $1 AND role = 'user' AND status <> 'deleted' AND seq > COALESCE(
     (SELECT max(seq) FROM messages
      WHERE session_id = $1 AND role = 'assistant' AND status IN ('complete', 'stopped')), 0)
 ORDER BY seq
 """
 FINISH_REPLY = f"""
-UPDATE messages SET content = $2, status = $3, usage = $4
+WITH {_NEXT_REV}
+UPDATE messages SET content = $2, status = $3, usage = $4, rev = (SELECT last_rev FROM next_rev)
 WHERE id = $1 AND status = 'streaming' RETURNING {_MESSAGE_COLUMNS}
 """
 MESSAGE_BY_ID = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = $1"
 FIRST_REPLY_AFTER = f"""
 SELECT {_MESSAGE_COLUMNS} FROM messages
 WHERE session_id = $1 AND role = 'assistant' AND seq > $2 ORDER BY seq LIMIT 1
+"""
+
+
+# --- conversation controls ---
+# The message, if its session is the user's, with that session's row locked: changes to one session's
+# messages take their revs in commit order.
+OWNED_MESSAGE = f"""
+WITH s AS (
+    SELECT c.id FROM chat_sessions c JOIN messages m ON m.session_id = c.id
+    WHERE m.id = $1 AND c.user_id = $2 FOR UPDATE OF c
+)
+SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = $1 AND session_id = (SELECT id FROM s)
+"""
+LOCK_SESSION = f"SELECT {_SESSION_COLUMNS} FROM chat_sessions WHERE id = $1 AND user_id = $2 FOR UPDATE"
+# The selected variant's text changes with the message's.
+EDIT_MESSAGE = f"""
+WITH {_NEXT_REV}
+UPDATE messages SET content = $2, edited_at = now(), rev = (SELECT last_rev FROM next_rev),
+    variants = CASE WHEN jsonb_array_length(variants) > variant
+        THEN jsonb_set(variants, ARRAY[variant::text, 'content'], to_jsonb($2::text)) ELSE variants END
+WHERE id = $1 RETURNING {_MESSAGE_COLUMNS}
+"""
+# The selected variant's text, status and usage become the message's (JSON null usage is SQL NULL).
+SELECT_VARIANT = f"""
+WITH {_NEXT_REV}
+UPDATE messages SET variant = $2, content = variants -> $2 ->> 'content', status = variants -> $2 ->> 'status',
+    usage = NULLIF(variants -> $2 -> 'usage', 'null'::jsonb), rev = (SELECT last_rev FROM next_rev)
+WHERE id = $1 AND jsonb_array_length(variants) > $2 RETURNING {_MESSAGE_COLUMNS}
+"""
+_TOMBSTONE = "content = '', status = 'deleted', usage = NULL, attachments = '[]'::jsonb, variant = 0, variants = '[]'"
+DELETE_MESSAGE = f"""
+WITH {_NEXT_REV}
+UPDATE messages SET {_TOMBSTONE}, rev = (SELECT last_rev FROM next_rev)
+WHERE id = $1 RETURNING {_MESSAGE_COLUMNS}
+"""
+# Every live message after $2 becomes a tombstone, each with a rev of its own, in seq order.
+REWIND = f"""
+WITH gone AS MATERIALIZED (
+    SELECT id, row_number() OVER (ORDER BY seq) AS n FROM messages
+    WHERE session_id = $1 AND seq > $2 AND status <> 'deleted'
+),
+bumped AS (
+    UPDATE chat_sessions SET last_rev = last_rev + (SELECT count(*) FROM gone), updated_at = now()
+    WHERE id = $1 RETURNING last_rev
+)
+UPDATE messages m SET {_TOMBSTONE}, rev = (SELECT last_rev FROM bumped) - (SELECT count(*) FROM gone) + g.n
+FROM gone g WHERE m.id = g.id
+RETURNING {", ".join("m." + c.strip() for c in _MESSAGE_COLUMNS.split(","))}
+"""
+# A copy of the session's messages up to $2 under new ids (replies point at the copies they answer); a
+# copy was never sent by a client, so it keeps no client_id; a reply still streaming is copied as stopped.
+FORK_MESSAGES = """
+WITH src AS MATERIALIZED (
+    SELECT *, gen_random_uuid() AS new_id FROM messages WHERE session_id = $1 AND seq <= $2
+)
+INSERT INTO messages (id, session_id, seq, rev, role, content, status, client_id, reply_to, usage, attachments,
+                      kind, variant, variants, edited_at, created_at)
+SELECT s.new_id, $3, s.seq, s.seq, s.role, s.content,
+       CASE WHEN s.status = 'streaming' THEN 'stopped' ELSE s.status END, NULL,
+       (SELECT r.new_id FROM src r WHERE r.id = s.reply_to), s.usage, s.attachments, s.kind, s.variant,
+       s.variants, s.edited_at, s.created_at
+FROM src s
+"""
+FORK_SESSION = f"""
+INSERT INTO chat_sessions (user_id, persona_id, title, last_seq, last_rev)
+SELECT user_id, persona_id, $3, $2, $2 FROM chat_sessions WHERE id = $1 AND user_id = $4
+RETURNING {_SESSION_COLUMNS}
+"""
+MESSAGES_AFTER_REV = f"""
+SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND rev > $2 ORDER BY rev LIMIT $3
 """
 
 
@@ -268,6 +351,7 @@ class ChatStore:
                     usage=None,
                     attachments=[],
                     created_at=record["created_at"],
+                    rev=record["rev"],
                 )
             )
         return stored, persona
@@ -290,9 +374,23 @@ class ChatStore:
         reply_to: UUID | None = None,
         usage: dict[str, Any] | None = None,
         attachments: list[Any] | None = None,
+        kind: str = "message",
+        variants: list[dict[str, Any]] | None = None,
     ) -> Message:
+        """After `lock_next_seq` in the same transaction (the message takes the rev it raised)."""
         record = await conn.fetchrow(
-            INSERT_MESSAGE, session_id, seq, role, content, status, client_id, reply_to, usage, attachments or []
+            INSERT_MESSAGE,
+            session_id,
+            seq,
+            role,
+            content,
+            status,
+            client_id,
+            reply_to,
+            usage,
+            attachments or [],
+            kind,
+            variants or [],
         )
         return Message(**dict(record))
 
@@ -356,3 +454,61 @@ class ChatStore:
 
     async def first_reply_after(self, conn: asyncpg.Connection, session_id: UUID, seq: int) -> Message | None:
         return _message(await conn.fetchrow(FIRST_REPLY_AFTER, session_id, seq))
+
+    # --- conversation controls ---
+
+    async def owned_message(self, conn: asyncpg.Connection, message_id: UUID, user_id: UUID) -> Message | None:
+        """The user's message, its session's row locked until the caller's transaction ends."""
+        return _message(await conn.fetchrow(OWNED_MESSAGE, message_id, user_id))
+
+    async def lock_session(self, conn: asyncpg.Connection, *, session_id: UUID, user_id: UUID) -> ChatSession | None:
+        return _session(await conn.fetchrow(LOCK_SESSION, session_id, user_id))
+
+    async def edit_message(self, conn: asyncpg.Connection, message_id: UUID, content: str) -> Message:
+        message = _message(await conn.fetchrow(EDIT_MESSAGE, message_id, content))
+        assert message is not None
+        return message
+
+    async def select_variant(self, conn: asyncpg.Connection, message_id: UUID, variant: int) -> Message | None:
+        """None when the message has no such stored variant."""
+        return _message(await conn.fetchrow(SELECT_VARIANT, message_id, variant))
+
+    async def delete_message(self, conn: asyncpg.Connection, message_id: UUID) -> Message:
+        message = _message(await conn.fetchrow(DELETE_MESSAGE, message_id))
+        assert message is not None
+        return message
+
+    async def rewind(self, conn: asyncpg.Connection, session_id: UUID, to_seq: int) -> list[Message]:
+        """The tombstones made, in seq order."""
+        rows = [Message(**dict(r)) for r in await conn.fetch(REWIND, session_id, to_seq)]
+        return sorted(rows, key=lambda m: m.seq)
+
+    async def fork(
+        self, conn: asyncpg.Connection, *, session_id: UUID, user_id: UUID, at_seq: int, title: str
+    ) -> ChatSession | None:
+        session = _session(await conn.fetchrow(FORK_SESSION, session_id, at_seq, title, user_id))
+        if session is not None:
+            await conn.execute(FORK_MESSAGES, session_id, at_seq, session.id)
+        return session
+
+    async def add_greeting(self, conn: asyncpg.Connection, session_id: UUID, variants: list[str]) -> Message:
+        """The persona's greeting as a new session's first message (seq 1, kind greeting): the first variant
+        selected, the others kept when there are several."""
+        await conn.execute(SESSION_SEQ, session_id)
+        now = datetime.now(UTC).isoformat()
+        stored = (
+            [
+                {"index": i, "content": text, "status": "complete", "usage": None, "created_at": now}
+                for i, text in enumerate(variants)
+            ]
+            if len(variants) > 1
+            else []
+        )
+        return await self.insert_message(
+            conn, session_id=session_id, seq=1, role="assistant", content=variants[0], kind="greeting", variants=stored
+        )
+
+    async def messages_after_rev(
+        self, conn: asyncpg.Connection, *, session_id: UUID, after_rev: int, limit: int
+    ) -> list[Message]:
+        return [Message(**dict(r)) for r in await conn.fetch(MESSAGES_AFTER_REV, session_id, after_rev, limit)]

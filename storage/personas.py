@@ -11,15 +11,15 @@ import asyncpg
 from core.entities import Persona, PersonaDraft, ScoredPersona
 
 _COLUMNS = (
-    "id, owner_id, name, description, personality, greeting, tags, visibility, remixable, avatar_file_id,"
-    " cloned_from, created_at, updated_at"
+    "id, owner_id, name, description, personality, greeting, alternate_greetings, tags, visibility, remixable,"
+    " avatar_file_id, cloned_from, created_at, updated_at"
 )
 _P_COLUMNS = ", ".join(f"p.{c.strip()}" for c in _COLUMNS.split(","))
 
 INSERT = f"""
 INSERT INTO personas (owner_id, name, description, personality, greeting, tags, visibility, remixable,
-                      avatar_file_id, cloned_from)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                      avatar_file_id, cloned_from, alternate_greetings)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 RETURNING {_COLUMNS}
 """
 BY_ID = f"SELECT {_COLUMNS} FROM personas WHERE id = $1"
@@ -30,13 +30,15 @@ SELECT {_COLUMNS} FROM personas
 WHERE owner_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid))
 ORDER BY created_at DESC, id DESC LIMIT $4
 """
-# NULL leaves a column as it is (those columns are NOT NULL, so NULL never means "clear"). The avatar, which
-# may be cleared, changes only when $10 says so: to $11, NULL for none.
+# NULL leaves a column as it is (those columns are NOT NULL, so NULL never means "clear"; an empty array is
+# not NULL, so [] clears the alternate greetings). The avatar, which may be cleared, changes only when $10
+# says so: to $11, NULL for none.
 UPDATE = f"""
 UPDATE personas SET name = COALESCE($3, name), description = COALESCE($4, description),
                     personality = COALESCE($5, personality), greeting = COALESCE($6, greeting),
                     tags = COALESCE($7::text[], tags), visibility = COALESCE($8, visibility),
                     remixable = COALESCE($9, remixable),
+                    alternate_greetings = COALESCE($12::text[], alternate_greetings),
                     avatar_file_id = CASE WHEN $10 THEN $11::uuid ELSE avatar_file_id END, updated_at = now()
 WHERE id = $1 AND owner_id = $2
 RETURNING {_COLUMNS}
@@ -124,6 +126,7 @@ class PersonaStore:
             draft.remixable,
             avatar_file_id,
             cloned_from,
+            list(draft.alternate_greetings),
         )
         row = _row(record)
         assert row is not None
@@ -152,6 +155,7 @@ class PersonaStore:
         description: str | None = None,
         personality: str | None = None,
         greeting: str | None = None,
+        alternate_greetings: list[str] | None = None,
         tags: list[str] | None = None,
         visibility: str | None = None,
         remixable: bool | None = None,
@@ -174,6 +178,7 @@ class PersonaStore:
                 remixable,
                 set_avatar,
                 avatar_file_id,
+                alternate_greetings,
             )
         )
 

@@ -326,6 +326,7 @@ class KnowledgeService:
                     description=fields.description,
                     personality=fields.personality,
                     greeting=fields.greeting,
+                    alternate_greetings=fields.alternate_greetings,
                     tags=fields.tags,
                 )
                 persona = await self._personas.create_in(
@@ -378,6 +379,7 @@ class KnowledgeService:
             description=persona.description,
             personality=persona.personality,
             greeting=persona.greeting,
+            alternate_greetings=persona.alternate_greetings,
             tags=persona.tags,
             book=[cards.BookEntry(d.entry.title, tuple(d.entry.keys), d.content) for d in documents],
             extensions={"parlor": {"persona_id": str(persona.id)}},

@@ -19,7 +19,7 @@ import asyncpg
 import structlog
 
 from core.entities import Message, Principal
-from core.errors import AppError, Conflict, NotFound, StreamGone
+from core.errors import AppError, Busy, Conflict, NotFound, StreamGone
 from core.events import (
     AiChunkEvent,
     AiDoneEvent,
@@ -350,6 +350,26 @@ class ReplyService:
         if info is None or info.user_id != str(user.id):
             raise NotFound("stream not found")
         await self._bus.publish({"op": "stop", "stream_id": stream_id})
+
+    async def stop_session(self, user: Principal, session_id: UUID, *, wait_seconds: float = 15.0) -> None:
+        """Stop the session's streaming reply wherever it runs and return once it is stored (stopped), or
+        at once when none streams (a rewind stops it first). The caller checked that the session is the
+        user's."""
+        try:
+            async with asyncio.timeout(wait_seconds):
+                while True:
+                    async with self._pool.acquire() as conn:
+                        streaming = await self._chat.streaming_reply(conn, session_id)
+                    if streaming is None:
+                        return
+                    reply_id, expired = streaming
+                    if expired:
+                        await self.end_orphan(reply_id)
+                        continue
+                    await self._bus.publish({"op": "stop", "stream_id": str(reply_id)})
+                    await self._until_ended(session_id, str(reply_id))
+        except TimeoutError as err:
+            raise Busy("the reply did not stop in time; try again") from err
 
     async def _on_command(self, command: dict[str, Any]) -> None:
         if command.get("op") == "stop":

@@ -25,6 +25,7 @@ def _persona(owner: uuid.UUID, *, visibility: str = "public", remixable: bool = 
         description="A mathematician",
         personality="secret prompt",
         greeting="Hello",
+        alternate_greetings=["Good day"],
         tags=["math"],
         visibility=visibility,
         remixable=remixable,
@@ -52,18 +53,30 @@ def test_message_shape(usage: dict[str, int] | None, client_id: uuid.UUID | None
         usage=usage,
         attachments=[],
         created_at=WHEN,
+        rev=9,
+    )
+    # A reply never regenerated has itself as its one variant; a user message has none.
+    variants = (
+        [{"index": 0, "content": "héllo", "status": "complete", "usage": usage, "created_at": WHEN_JSON}]
+        if usage
+        else []
     )
     assert MessageOut.model_validate(message).model_dump(mode="json") == {
         "id": str(message.id),
         "session_id": str(message.session_id),
         "seq": 7,
+        "rev": 9,
         "role": message.role,
+        "kind": "message",
         "content": "héllo",
         "status": "complete",
         "client_id": str(client_id) if client_id else None,
         "reply_to": str(reply_to) if reply_to else None,
         "usage": usage,
         "attachments": [],
+        "variant": 0,
+        "variants": variants,
+        "edited_at": None,
         "created_at": WHEN_JSON,
     }
     keys = list(MessageOut.model_validate(message).model_dump(mode="json"))
@@ -80,6 +93,7 @@ def test_session_shape_leaves_the_owner_out() -> None:
         last_seq=4,
         created_at=WHEN,
         updated_at=WHEN,
+        last_rev=6,
     )
     assert SessionOut.model_validate(session).model_dump(mode="json") == {
         "id": str(session.id),
@@ -87,6 +101,7 @@ def test_session_shape_leaves_the_owner_out() -> None:
         "title": "Chat",
         "pinned": True,
         "last_seq": 4,
+        "last_rev": 6,
         "created_at": WHEN_JSON,
         "updated_at": WHEN_JSON,
     }
@@ -130,6 +145,7 @@ def test_persona_definition_only_for_those_who_may_read_it() -> None:
     assert PersonaOut.for_viewer(closed, owner).personality == "secret prompt"
     hidden = PersonaOut.for_viewer(closed, other).model_dump(mode="json")
     assert hidden["personality"] is None and hidden["name"] == "Ada" and hidden["greeting"] == "Hello"
+    assert hidden["alternate_greetings"] == ["Good day"]  # greetings are not the definition
     assert PersonaOut.for_viewer(_persona(owner, remixable=True), other).personality == "secret prompt"
     scored = ScoredPersonaOut.for_viewer_scored(ScoredPersona(closed, 0.5), other).model_dump(mode="json")
     assert scored["personality"] is None and scored["score"] == 0.5
@@ -159,6 +175,7 @@ def test_a_wire_model_refuses_what_the_contract_does_not_allow() -> None:
         "title": "t",
         "pinned": False,
         "last_seq": 0,
+        "last_rev": 0,
         "created_at": WHEN_JSON,
         "updated_at": WHEN_JSON,
     }

@@ -32,7 +32,7 @@ from tests.fixtures.files import (
 from tests.helpers import bearer, make_persona, register
 
 P = "/api/v1/personas"
-ROUND_TRIP_FIELDS = ("name", "description", "personality", "greeting", "tags")
+ROUND_TRIP_FIELDS = ("name", "description", "personality", "greeting", "alternate_greetings", "tags")
 
 
 def word() -> str:

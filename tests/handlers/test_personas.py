@@ -28,6 +28,7 @@ PERSONA_FIELDS = {
     "description",
     "personality",
     "greeting",
+    "alternate_greetings",
     "tags",
     "visibility",
     "remixable",

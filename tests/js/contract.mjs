@@ -159,5 +159,32 @@ await check("a second device receives message:new (multi-device)", async () => {
   other.close();
 });
 
+await check("message:edit, message:delete and sync by rev: every change once, tombstones included", async () => {
+  const start = await socket.timeout(5000).emitWithAck("sync", { session_id: sessionId, after_seq: 0 });
+  const lastRev = start.last_rev;
+  const updates = [];
+  socket.on("message:updated", (data) => updates.push(data.message));
+  const edited = await socket.timeout(5000).emitWithAck("message:edit", { message_id: sent.id, content: "edited" });
+  assert.equal(edited.ok, true);
+  assert.equal(edited.message.content, "edited");
+  assert.ok(edited.message.edited_at);
+  assert.ok(edited.message.rev > lastRev);
+  const deleted = await socket.timeout(5000).emitWithAck("message:delete", { message_id: sent.id });
+  assert.equal(deleted.message.status, "deleted");
+  assert.equal(deleted.message.content, "");
+  assert.equal(deleted.message.seq, sent.seq);
+  const synced = await socket.timeout(5000).emitWithAck("sync", { session_id: sessionId, after_rev: lastRev });
+  assert.equal(synced.ok, true);
+  // A reply of an earlier message may have ended meanwhile (its end raises a rev too).
+  assert.deepEqual(synced.messages.filter((m) => m.id === sent.id), [deleted.message]);
+  assert.ok(synced.messages.every((m) => m.rev > lastRev));
+  assert.ok(synced.last_rev >= deleted.message.rev);
+  await new Promise((r) => setTimeout(r, 300));
+  socket.off("message:updated");
+  assert.deepEqual(updates.filter((m) => m.id === sent.id), [edited.message, deleted.message]);
+  const stranger = await socket.timeout(5000).emitWithAck("message:edit", { message_id: randomUUID(), content: "x" });
+  assert.equal(stranger.error.code, "not_found");
+});
+
 socket.close();
 console.log(JSON.stringify({ ok: true, checks: results }));

@@ -182,7 +182,8 @@ async def test_every_server_event_emitted_validates(
     assert (await laptop.call("typing", {"session_id": chat["id"], "typing": True}))["ok"]
     gemini.then(Behaviour(tokens=["Hel", "lo"]))
     sent = {"session_id": chat["id"], "client_id": str(uuid.uuid4()), "content": "hi"}
-    assert (await phone.call("message:send", sent))["ok"]
+    first = await phone.call("message:send", sent)
+    assert first["ok"]
     await wait_until(lambda: bool(phone_inbox["ai:done"]))
     gemini.then(Behaviour(status=500))  # the next reply fails: ai:error, and the quota comes back
     assert (await phone.call("message:send", {**sent, "client_id": str(uuid.uuid4())}))["ok"]
@@ -195,6 +196,8 @@ async def test_every_server_event_emitted_validates(
     export = {"format": "csv", "async": True}
     assert (await client.post("/api/v1/usage/export", json=export, headers=bearer(user))).status == 202
     await wait_until(lambda: any(e["status"] == "succeeded" for e in phone_inbox["job:progress"]))
+    edit = {"message_id": first["message"]["id"], "content": "hi, edited"}
+    assert (await laptop.call("message:edit", edit))["ok"]  # message:updated
     assert (await client.delete(f"/api/v1/chat/sessions/{chat['id']}", headers=bearer(user))).status == 204
     assert (await client.post("/api/v1/auth/logout-all", headers=bearer(user))).status == 204
 

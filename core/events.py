@@ -59,12 +59,16 @@ class MessageNewEvent(ServerEvent):
 
 
 class AiStartEvent(ServerEvent):
-    """A reply began: to the user's sockets and the chat room. `message` is the reply's row (streaming)."""
+    """A reply began: to the user's sockets and the chat room. `message` is the reply's row (streaming). A
+    regeneration streams into an existing message: `message_id` names it and `variant` is the new variant's
+    index (a new reply: its own id, variant 0; a continuation: the reply's selected variant)."""
 
     name = "ai:start"
     stream_id: UUID
     session_id: UUID
     reply_to: UUID | None
+    message_id: UUID
+    variant: int = Field(ge=0)
     message: MessageOut
 
 
@@ -258,6 +262,9 @@ class MessageRef(ClientPayload):
 class EditIn(ClientPayload):
     message_id: UUID
     content: str = Field(min_length=1, max_length=limits.MESSAGE_BODY_MAX)
+    regenerate: bool = Field(
+        default=False, description="On the newest user message: the reply after it gets a new variant"
+    )
 
 
 class SelectIn(ClientPayload):
@@ -367,7 +374,13 @@ CLIENT_EVENTS: dict[str, ClientEvent] = {
             "Messages after a seq (new ones, oldest first) or after a rev (every change since, in rev order), at "
             "most 500; streams in flight.",
         ),
-        ClientEvent("message:edit", EditIn, MessageAck, "Change a message's text in place (edited_at set)."),
+        ClientEvent(
+            "message:edit",
+            EditIn,
+            MessageAck,
+            "Change a message's text in place (edited_at set); with regenerate on the newest user message, the "
+            "reply after it gets a new variant.",
+        ),
         ClientEvent("message:delete", MessageRef, MessageAck, "Turn a message into a tombstone (its seq kept)."),
         ClientEvent(
             "message:select", SelectIn, MessageAck, "Pick the variant of a reply that counts (and reaches the prompt)."
@@ -378,6 +391,10 @@ CLIENT_EVENTS: dict[str, ClientEvent] = {
             RewindAck,
             "Turn every message after to_seq into a tombstone (a reply stops first).",
         ),
+        ClientEvent(
+            "ai:regenerate", MessageRef, MessageAck, "Stream a new variant of the chat's newest reply (all kept)."
+        ),
+        ClientEvent("ai:continue", MessageRef, MessageAck, "Stream more text onto the chat's newest reply."),
         ClientEvent("typing", TypingIn, OkAck, "Relay typing to the chat room (only after chat:join)."),
         ClientEvent("ai:stop", StopIn, StopAck, "Stop a reply wherever it runs; the text so far is kept."),
         ClientEvent(

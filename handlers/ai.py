@@ -152,6 +152,8 @@ async def stream(request: web.Request, user: Principal, body: ChatIn) -> web.Str
         stream_id=reply.id,
         session_id=reply.session_id,
         reply_to=reply.reply_to,
+        message_id=reply.id,
+        variant=reply.variant,
         message=MessageOut.model_validate(reply),
     )
     return await _stream_sse(request, request.app[REPLY_SERVICE], str(reply.id), 0, start)

@@ -15,7 +15,7 @@ from core.pages import Position, decode_cursor, encode_cursor
 from core.validation import INT64_MAX, Bigint, PositiveBigint
 from core.wire import AttachmentIds, JobOut, MessageOut, SessionOut
 from handlers.api import Api, model_response, path_uuid
-from handlers.keys import CHAT_EXPORTS, CHAT_SERVICE, CONVERSATION_SERVICE
+from handlers.keys import CHAT_EXPORTS, CHAT_SERVICE, CONVERSATION_SERVICE, REPLY_SERVICE
 from handlers.schemas import CursorParam, MessageContent, NonEmptyPatch, Strict
 
 api = Api("chat")
@@ -188,10 +188,15 @@ async def export_session(request: web.Request, user: Principal, body: ChatExport
 
 
 class MessagePatch(NonEmptyPatch):
-    """At least one of the two."""
+    """At least one of content and variant (regenerate goes with content)."""
+
+    needs_one_of = ("content", "variant")
 
     content: MessageContent | None = Field(default=None, description="The message's new text (edited_at is set)")
     variant: int | None = Field(default=None, ge=0, le=INT64_MAX, description="The variant of a reply that counts")
+    regenerate: bool | None = Field(
+        default=None, description="With content, on the newest user message: the reply after it gets a new variant"
+    )
 
 
 class RewindBody(Strict):
@@ -228,7 +233,9 @@ async def edit_message(request: web.Request, user: Principal, body: MessagePatch
     if body.variant is not None:
         message = await conversation.select(user, message_id, body.variant, session_id=session_id)
     if body.content is not None:
-        message = await conversation.edit(user, message_id, body.content, session_id=session_id)
+        message = await conversation.edit(
+            user, message_id, body.content, session_id=session_id, regenerate=bool(body.regenerate)
+        )
     return MessageOut.model_validate(message)
 
 
@@ -276,3 +283,22 @@ async def fork(request: web.Request, user: Principal, body: ForkBody) -> Session
     `at_seq` past the chat's last seq: 422."""
     session = await request.app[CONVERSATION_SERVICE].fork(user, path_uuid(request), body.at_seq)
     return SessionOut.model_validate(session)
+
+
+@api.route(
+    "POST",
+    f"{P}/{{id}}/messages/{{mid}}/regenerate",
+    summary="Regenerate my chat's newest reply: a new variant streams (all kept)",
+    response=MessageOut,
+    status=202,
+    errors=(402, 404, 409),
+)
+async def regenerate(request: web.Request, user: Principal) -> MessageOut:
+    """Answers 202 with the message as its new variant starts streaming (`variant` its index); follow it over
+    the socket (`ai:start` names the message and variant) or `GET /api/v1/ai/stream/{message id}` (SSE). Charged
+    as one AI message, given back if it fails. Not the chat's newest reply: 422; a reply streaming: 409 `busy`;
+    quota and credits spent: 402 `quota_exceeded`."""
+    message = await request.app[REPLY_SERVICE].regenerate(
+        user, path_uuid(request, "mid"), session_id=path_uuid(request)
+    )
+    return MessageOut.model_validate(message)

@@ -168,8 +168,10 @@ def _operation(method: str, path: str, endpoint: Endpoint, components: _Componen
     if endpoint.auth:
         op["security"] = [{"bearerAuth": []}]
     if endpoint.body is not None:
-        # A missing body is read as {}: it is optional when every field is.
-        required = any(f.is_required() for f in endpoint.body.model_fields.values())
+        # A missing body is read as {}: it is optional when every field is (and {} is taken).
+        required = any(f.is_required() for f in endpoint.body.model_fields.values()) or bool(
+            endpoint.body.model_json_schema().get("minProperties")
+        )
         op["requestBody"] = {
             "required": required,
             "content": {"application/json": {"schema": components.schema(endpoint.body, "validation")}},

@@ -61,10 +61,16 @@ class Patch(Strict):
 def _non_empty(schema: dict[str, Any], model: type) -> None:
     _no_null_alternatives(schema, model)
     schema["minProperties"] = 1
+    needs: tuple[str, ...] = getattr(model, "needs_one_of", ())
+    if needs:
+        schema["anyOf"] = [{"required": [name]} for name in needs]
 
 
 class NonEmptyPatch(Patch):
-    """A Patch that must change something: `{}` is refused (and the schema says so: minProperties 1)."""
+    """A Patch that must change something: `{}` is refused (and the schema says so: minProperties 1). With
+    `needs_one_of`, one of those fields must be there (the schema's anyOf says so too)."""
+
+    needs_one_of: ClassVar[tuple[str, ...]] = ()
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, json_schema_extra=_non_empty)
 
@@ -72,6 +78,8 @@ class NonEmptyPatch(Patch):
     def _something(self) -> Self:
         if not self.model_fields_set:
             raise ValueError("give at least one field")
+        if self.needs_one_of and not self.model_fields_set & set(self.needs_one_of):
+            raise ValueError("give " + " or ".join(self.needs_one_of))
         return self
 
 

@@ -250,7 +250,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         conversation=app[CONVERSATION_SERVICE],
         users=users,
     )
-    conversation_events.register(registry, conversation=app[CONVERSATION_SERVICE])
+    conversation_events.register(registry, conversation=app[CONVERSATION_SERVICE], replies=app[REPLY_SERVICE])
     ai_events.register(sio, registry, replies=app[REPLY_SERVICE], users=users)
     log.info("parlor ready", ai_provider=provider.name)
     yield

@@ -49,9 +49,18 @@ class ConversationService:
         self._max_chars = message_max_chars
         self._store = ChatStore()
 
-    async def edit(self, user: Principal, message_id: UUID, content: str, *, session_id: UUID | None = None) -> Message:
+    async def edit(
+        self,
+        user: Principal,
+        message_id: UUID,
+        content: str,
+        *,
+        session_id: UUID | None = None,
+        regenerate: bool = False,
+    ) -> Message:
         """A message's text changed in place (`edited_at` set). A streaming reply: 409 `busy`; a deleted one:
-        409 `conflict`; another user's: 404."""
+        409 `conflict`; another user's: 404. With `regenerate` (only on the chat's newest user message, else
+        422): the reply after it gets a new variant, or, with no reply yet, one is started."""
         if len(content) > self._max_chars:
             raise ValidationFailed(
                 f"content: at most {self._max_chars} characters",
@@ -61,9 +70,26 @@ class ConversationService:
             message = await self._changeable(conn, user, message_id, session_id)
             if message.status == "deleted":
                 raise Conflict("this message was deleted")
+            after = await self._reply_after(conn, message) if regenerate else None
             edited = await self._store.edit_message(conn, message.id, content)
         await self._publish(user.id, [edited])
+        if regenerate:
+            if after is not None:
+                await self._replies.regenerate(user, after.id)
+            else:
+                await self._replies.kick(message.session_id)
         return edited
+
+    async def _reply_after(self, conn: asyncpg.Connection, message: Message) -> Message | None:
+        """For an edit that regenerates: the reply after the chat's newest user message (None: none yet)."""
+        newest_user = await self._store.newest_message(conn, message.session_id, role="user")
+        if message.role != "user" or newest_user is None or newest_user.id != message.id:
+            raise ValidationFailed(
+                "regenerate: only with the chat's newest user message",
+                details=[{"field": "regenerate", "message": "not the chat's newest user message"}],
+            )
+        newest = await self._store.newest_message(conn, message.session_id)
+        return newest if newest is not None and newest.role == "assistant" and newest.seq > message.seq else None
 
     async def select(
         self, user: Principal, message_id: UUID, variant: int, *, session_id: UUID | None = None

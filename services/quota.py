@@ -6,6 +6,7 @@ back exactly what its messages spent, once. This is the one place where debit an
 from __future__ import annotations
 
 import zoneinfo
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -20,7 +21,7 @@ from core.events import Events, QuotaEvent
 from core.timefmt import iso
 from services.credits import CreditService
 from services.plans import Plans
-from storage.usage import UsageStore
+from storage.usage import ClaimedRefund, UsageStore
 
 log = structlog.get_logger(__name__)
 USER_PLAN = "SELECT plan, timezone FROM users WHERE id = $1"
@@ -59,18 +60,23 @@ class QuotaService:
         self._pool = pool
         self._usage = UsageStore()
 
-    async def charge_in(self, conn: asyncpg.Connection, user_id: UUID, message_id: UUID) -> Charge:
-        """Inside the send's transaction, after the message row is inserted. Raises QuotaExceeded."""
+    async def charge_in(self, conn: asyncpg.Connection, user_id: UUID, message_id: UUID, *, turn: int = 0) -> Charge:
+        """Inside the send's transaction, after the message row is inserted (turn 0); or a reply's
+        regeneration or continuation (turn: the reply's rev as that work starts). Raises QuotaExceeded."""
         record = await conn.fetchrow(USER_PLAN, user_id)
         limits = self._plans.limits(record["plan"])
         day, resets_at = local_day(record["timezone"])
         if limits.daily_messages <= 0:
             await self._usage.count_unlimited(conn, user_id, day)
-            await self._usage.record_charge(conn, message_id=message_id, user_id=user_id, kind="unlimited", day=day)
+            await self._usage.record_charge(
+                conn, message_id=message_id, user_id=user_id, kind="unlimited", day=day, turn=turn
+            )
             return Charge(user_id, "unlimited", None, resets_at, None)
         used = await self._usage.count_in_quota(conn, user_id, day, limits.daily_messages)
         if used is not None:
-            await self._usage.record_charge(conn, message_id=message_id, user_id=user_id, kind="quota", day=day)
+            await self._usage.record_charge(
+                conn, message_id=message_id, user_id=user_id, kind="quota", day=day, turn=turn
+            )
             return Charge(user_id, "quota", limits.daily_messages - used, resets_at, None)
         try:
             balance, _ = await self._credits.apply_in(
@@ -79,7 +85,7 @@ class QuotaService:
                     user_id=user_id,
                     delta=-1,
                     reason="message",
-                    idempotency_key=f"message:{message_id}",
+                    idempotency_key=f"message:{message_id}" + (f":{turn}" if turn else ""),
                     ref_type="message",
                     ref_id=str(message_id),
                 ),
@@ -90,7 +96,7 @@ class QuotaService:
                 details={"resets_at": iso(resets_at), "daily_limit": limits.daily_messages},
             ) from err
         await self._usage.count_credit(conn, user_id, day)
-        await self._usage.record_charge(conn, message_id=message_id, user_id=user_id, kind="credit", day=day)
+        await self._usage.record_charge(conn, message_id=message_id, user_id=user_id, kind="credit", day=day, turn=turn)
         return Charge(user_id, "credit", 0, resets_at, balance)
 
     async def announce(self, charge: Charge) -> None:
@@ -103,12 +109,19 @@ class QuotaService:
             await self._credits.notify(charge.user_id, charge.balance)
 
     async def refund(self, message_ids: list[UUID]) -> int:
-        """Give back what these messages spent (each at most once); returns how many were refunded."""
+        """Give back what these messages' sends spent (each at most once); returns how many were refunded."""
         if not message_ids:
             return 0
+        return await self._refund(lambda conn: self._usage.claim_refunds(conn, message_ids))
+
+    async def refund_turn(self, message_id: UUID, turn: int) -> int:
+        """Give back what one regeneration or continuation of a reply spent (at most once)."""
+        return await self._refund(lambda conn: self._usage.claim_turn_refund(conn, message_id, turn))
+
+    async def _refund(self, claim: Callable[[asyncpg.Connection], Awaitable[list[ClaimedRefund]]]) -> int:
         balances: dict[UUID, int] = {}
         async with self._pool.acquire() as conn, conn.transaction():
-            claimed = await self._usage.claim_refunds(conn, message_ids)
+            claimed = await claim(conn)
             for refund in claimed:
                 if refund.kind == "credit":
                     balance, _ = await self._credits.apply_in(
@@ -117,7 +130,7 @@ class QuotaService:
                             user_id=refund.user_id,
                             delta=1,
                             reason="refund",
-                            idempotency_key=f"refund:{refund.message_id}",
+                            idempotency_key=f"refund:{refund.message_id}" + (f":{refund.turn}" if refund.turn else ""),
                             ref_type="message",
                             ref_id=str(refund.message_id),
                         ),

@@ -132,10 +132,16 @@ WHERE id = ANY($1::uuid[]) AND status = 'streaming' RETURNING id
 EXPIRED_REPLIES = """
 SELECT id FROM messages WHERE status = 'streaming' AND lease_until < now() ORDER BY lease_until LIMIT $1
 """
+# A reply with stored variants (a regeneration) writes its selected variant's entry too.
+_VARIANT_DONE = """variants = CASE WHEN jsonb_array_length(variants) > variant
+        THEN jsonb_set(variants, ARRAY[variant::text], (variants -> variant) || jsonb_build_object(
+            'content', {content}::text, 'status', {status}::text, 'usage', {usage}::jsonb))
+        ELSE variants END"""
 # Ending an orphan: only one process wins (the row must still be streaming with its lease run out).
 END_ORPHAN = f"""
 WITH {_NEXT_REV}
-UPDATE messages SET content = $2, status = $3, rev = (SELECT last_rev FROM next_rev)
+UPDATE messages SET content = $2, status = $3, rev = (SELECT last_rev FROM next_rev),
+    {_VARIANT_DONE.format(content="$2", status="$3", usage="NULL")}
 WHERE id = $1 AND status = 'streaming' AND lease_until < now() RETURNING {_MESSAGE_COLUMNS}
 """
 # A reply of the user's that can be watched live: streaming with its lease held, and who owns it.
@@ -157,8 +163,34 @@ ORDER BY seq
 """
 FINISH_REPLY = f"""
 WITH {_NEXT_REV}
-UPDATE messages SET content = $2, status = $3, usage = $4, rev = (SELECT last_rev FROM next_rev)
+UPDATE messages SET content = $2, status = $3, usage = $4, rev = (SELECT last_rev FROM next_rev),
+    {_VARIANT_DONE.format(content="$2", status="$3", usage="$4")}
 WHERE id = $1 AND status = 'streaming' RETURNING {_MESSAGE_COLUMNS}
+"""
+# A new variant of a reply starts streaming: every variant so far ($2, the new one last) kept, it selected.
+START_VARIANT = f"""
+WITH {_NEXT_REV}
+UPDATE messages SET variants = $2::jsonb, variant = $3, content = '', status = 'streaming', usage = NULL,
+    rev = (SELECT last_rev FROM next_rev)
+WHERE id = $1 AND status <> 'streaming' RETURNING {_MESSAGE_COLUMNS}
+"""
+# A reply goes on where it stopped: streaming again, its text so far kept (the new text is appended at the end).
+START_CONTINUE = f"""
+WITH {_NEXT_REV}
+UPDATE messages SET status = 'streaming', rev = (SELECT last_rev FROM next_rev)
+WHERE id = $1 AND status <> 'streaming' RETURNING {_MESSAGE_COLUMNS}
+"""
+NEWEST_MESSAGE = f"""
+SELECT {_MESSAGE_COLUMNS} FROM messages
+WHERE session_id = $1 AND status <> 'deleted' AND ($2::text IS NULL OR role = $2) ORDER BY seq DESC LIMIT 1
+"""
+# The user messages a reply answered: those after the reply before it that answered (the greeting counts).
+ANSWERED_BY = f"""
+SELECT {_MESSAGE_COLUMNS} FROM messages
+WHERE session_id = $1 AND role = 'user' AND status <> 'deleted' AND seq < $2 AND seq > COALESCE(
+    (SELECT max(seq) FROM messages
+     WHERE session_id = $1 AND role = 'assistant' AND seq < $2 AND status IN ('complete', 'stopped')), 0)
+ORDER BY seq
 """
 MESSAGE_BY_ID = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = $1"
 FIRST_REPLY_AFTER = f"""
@@ -507,6 +539,23 @@ class ChatStore:
         return await self.insert_message(
             conn, session_id=session_id, seq=1, role="assistant", content=variants[0], kind="greeting", variants=stored
         )
+
+    async def start_variant(
+        self, conn: asyncpg.Connection, message_id: UUID, variants: list[dict[str, Any]], variant: int
+    ) -> Message | None:
+        return _message(await conn.fetchrow(START_VARIANT, message_id, variants, variant))
+
+    async def start_continue(self, conn: asyncpg.Connection, message_id: UUID) -> Message | None:
+        return _message(await conn.fetchrow(START_CONTINUE, message_id))
+
+    async def newest_message(
+        self, conn: asyncpg.Connection, session_id: UUID, *, role: str | None = None
+    ) -> Message | None:
+        """The session's newest message (of that role) that is not a tombstone."""
+        return _message(await conn.fetchrow(NEWEST_MESSAGE, session_id, role))
+
+    async def answered_by(self, conn: asyncpg.Connection, reply: Message) -> list[Message]:
+        return [Message(**dict(r)) for r in await conn.fetch(ANSWERED_BY, reply.session_id, reply.seq)]
 
     async def messages_after_rev(
         self, conn: asyncpg.Connection, *, session_id: UUID, after_rev: int, limit: int

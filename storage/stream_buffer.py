@@ -95,7 +95,12 @@ class MemoryStreamBuffer:
             return
         stream.end = BufferEntry(len(stream.chunks), event=event, data=data)
         self._wake(stream)
-        asyncio.get_running_loop().call_later(self._retention, self._streams.pop, stream_id, None)
+        asyncio.get_running_loop().call_later(self._retention, self._drop, stream_id, stream)
+
+    def _drop(self, stream_id: str, stream: _MemoryStream) -> None:
+        # Only this run's: the same id opened again (a regenerated reply) is a new stream.
+        if self._streams.get(stream_id) is stream:
+            del self._streams[stream_id]
 
     async def info(self, stream_id: str) -> StreamInfo | None:
         stream = self._streams.get(stream_id)
@@ -150,7 +155,9 @@ class RedisStreamBuffer:
         return f"{self._prefix}:ai-live:{session_id}"
 
     async def open(self, info: StreamInfo) -> None:
+        """A stream opened again (a reply regenerated or continued, under its message's id) starts empty."""
         async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self._key(info.stream_id))
             pipe.set(self._info_key(info.stream_id), json.dumps(asdict(info)), ex=self.OPEN_TTL_SECONDS)
             pipe.sadd(self._live_key(info.session_id), info.stream_id)
             pipe.expire(self._live_key(info.session_id), self.OPEN_TTL_SECONDS)

@@ -25,12 +25,17 @@ COUNT_UNLIMITED = """
 INSERT INTO usage_daily (user_id, day, messages) VALUES ($1, $2, 1)
 ON CONFLICT (user_id, day) DO UPDATE SET messages = usage_daily.messages + 1
 """
-RECORD_CHARGE = "INSERT INTO message_charges (message_id, user_id, kind, day) VALUES ($1, $2, $3, $4)"
+RECORD_CHARGE = "INSERT INTO message_charges (message_id, user_id, kind, day, turn) VALUES ($1, $2, $3, $4, $5)"
 # Claims the charges to give back: a charge is refunded at most once, whoever asks twice.
 CLAIM_REFUNDS = """
 UPDATE message_charges SET refunded_at = now()
-WHERE message_id = ANY($1::uuid[]) AND refunded_at IS NULL
-RETURNING message_id, user_id, kind, day
+WHERE message_id = ANY($1::uuid[]) AND turn = 0 AND refunded_at IS NULL
+RETURNING message_id, user_id, kind, day, turn
+"""
+CLAIM_TURN_REFUND = """
+UPDATE message_charges SET refunded_at = now()
+WHERE message_id = $1 AND turn = $2 AND refunded_at IS NULL
+RETURNING message_id, user_id, kind, day, turn
 """
 UNCOUNT_QUOTA = """
 UPDATE usage_daily SET messages = GREATEST(messages - 1, 0), refunded = refunded + 1
@@ -73,6 +78,7 @@ class ClaimedRefund:
     user_id: UUID
     kind: str
     day: date
+    turn: int = 0
 
 
 class UsageStore:
@@ -88,12 +94,16 @@ class UsageStore:
         await conn.execute(COUNT_UNLIMITED, user_id, day)
 
     async def record_charge(
-        self, conn: asyncpg.Connection, *, message_id: UUID, user_id: UUID, kind: str, day: date
+        self, conn: asyncpg.Connection, *, message_id: UUID, user_id: UUID, kind: str, day: date, turn: int = 0
     ) -> None:
-        await conn.execute(RECORD_CHARGE, message_id, user_id, kind, day)
+        await conn.execute(RECORD_CHARGE, message_id, user_id, kind, day, turn)
 
     async def claim_refunds(self, conn: asyncpg.Connection, message_ids: list[UUID]) -> list[ClaimedRefund]:
+        """The sends' charges (turn 0) of these messages not refunded yet."""
         return [ClaimedRefund(**dict(r)) for r in await conn.fetch(CLAIM_REFUNDS, message_ids)]
+
+    async def claim_turn_refund(self, conn: asyncpg.Connection, message_id: UUID, turn: int) -> list[ClaimedRefund]:
+        return [ClaimedRefund(**dict(r)) for r in await conn.fetch(CLAIM_TURN_REFUND, message_id, turn)]
 
     async def uncount(self, conn: asyncpg.Connection, refund: ClaimedRefund) -> None:
         query = UNCOUNT_CREDIT if refund.kind == "credit" else UNCOUNT_QUOTA

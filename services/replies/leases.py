@@ -98,15 +98,23 @@ class Leases:
         text = "".join(await self._buffer.chunks(stream_id))
         async with self._pool.acquire() as conn:
             owner = await self._chat.reply_owner(conn, reply_id)
-            if owner is None:
+            current = await self._chat.message(conn, reply_id)
+            if owner is None or current is None:
                 return None
-            # What a failed reply answered (to refund): the messages before it still unanswered.
-            pending = [] if text else await self._chat.unanswered(conn, owner.session_id)
-            ended = await self._chat.end_orphan(conn, reply_id, content=text, status="stopped" if text else "failed")
+            # A reworked reply (a regeneration has stored variants; a continuation streams on from its text)
+            # was charged on its own turn, its rev; a new one, on the sends it answered.
+            reworked = bool(current.variants) or bool(current.content)
+            prefix = current.content
+            # What a failed new reply answered (to refund): the messages before it still unanswered.
+            pending = [] if text or reworked else await self._chat.unanswered(conn, owner.session_id)
+            status = "stopped" if prefix + text else "failed"
+            ended = await self._chat.end_orphan(conn, reply_id, content=prefix + text, status=status)
         if ended is None:
             return None
         pending = [m for m in pending if m.seq < ended.seq]
         rooms = [user_room(owner.user_id), chat_room(ended.session_id)]
+        if not text and reworked:
+            await self._quota.refund_turn(reply_id, current.rev)
         if ended.status == "failed":
             await self._quota.refund([m.id for m in pending])
             event: AiErrorEvent | AiDoneEvent = AiErrorEvent(

@@ -27,6 +27,7 @@ from core.events import (
     AiErrorEvent,
     AiStartEvent,
     Events,
+    MessageUpdatedEvent,
     StreamInFlight,
     chat_room,
     user_room,
@@ -39,6 +40,7 @@ from services.knowledge import KnowledgeService
 from services.notifications import NotificationService, PresenceCount
 from services.prompt import build_prompt
 from services.quota import QuotaService
+from services.replies import rework
 from services.replies.attachments import AttachmentLoader
 from services.replies.leases import Leases
 from services.replies.settings import ReplySettings
@@ -178,10 +180,57 @@ class ReplyService:
         live.task = asyncio.create_task(self._run(reply, user_id, persona_id, pending, live), name=f"reply-{reply.id}")
         return reply
 
+    # --- reworking the newest reply ------------------------------------------------------------
+
+    async def regenerate(self, user: Principal, message_id: UUID, *, session_id: UUID | None = None) -> Message:
+        """A new variant of the chat's newest reply, streamed as any reply is (`ai:start` names the message
+        and the variant) and charged as one AI message, given back if it fails. Every variant is kept; the
+        new one is selected."""
+        return await self._rework(user, message_id, continuing=False, session_id=session_id)
+
+    async def continue_reply(self, user: Principal, message_id: UUID) -> Message:
+        """More text streamed onto the chat's newest reply (charged as one AI message, given back if it
+        fails); the stored reply is its text so far followed by the new text."""
+        return await self._rework(user, message_id, continuing=True)
+
+    async def _rework(
+        self, user: Principal, message_id: UUID, *, continuing: bool, session_id: UUID | None = None
+    ) -> Message:
+        if self._closing:
+            raise Busy("the server is shutting down: try again in a moment")
+        async with self._pool.acquire() as conn, conn.transaction():
+            claimed = await rework.claim(
+                conn,
+                self._chat,
+                self._quota,
+                user,
+                message_id,
+                continuing=continuing,
+                lease_seconds=self._settings.lease_seconds,
+                session_id=session_id,
+            )
+        await self._quota.announce(claimed.charge)
+        reply = claimed.reply
+        live = Live()
+        self._live[str(reply.id)] = live
+        self._answering.add(reply.session_id)
+        self._wake(reply.session_id)
+        live.task = asyncio.create_task(
+            self._run(reply, user.id, claimed.persona_id, claimed.pending, live, claimed.rework),
+            name=f"reply-{reply.id}-{claimed.rework.turn}",
+        )
+        return reply
+
     # --- running a reply -----------------------------------------------------------------------
 
     async def _run(
-        self, reply: Message, user_id: UUID, persona_id: UUID | None, pending: list[Message], live: Live
+        self,
+        reply: Message,
+        user_id: UUID,
+        persona_id: UUID | None,
+        pending: list[Message],
+        live: Live,
+        redo: rework.Rework | None = None,
     ) -> None:
         structlog.contextvars.bind_contextvars(stream_id=str(reply.id), user_id=str(user_id))
         rooms = [user_room(user_id), chat_room(reply.session_id)]
@@ -195,13 +244,13 @@ class ReplyService:
         started = time.perf_counter()
         try:
             await self._begin(reply, user_id, rooms)
-            prompt = await self._prompt(reply, user_id, persona_id, pending)
+            prompt = await self._prompt(reply, user_id, persona_id, pending, redo)
             await stream.run(self._upstream.produce(prompt, live.queue))
         except Exception as err:
             log.exception("reply failed")
             stream.fail(ProviderError("internal", f"reply failed: {type(err).__name__}"))
         finally:
-            await self._end(reply, rooms, pending, stream, started, user_id=user_id, persona_id=persona_id)
+            await self._end(reply, rooms, pending, stream, started, user_id=user_id, persona_id=persona_id, redo=redo)
         # Messages that arrived while this reply streamed get the next one. After a failure only those:
         # the failed turn is answered again when the user sends again, not in a loop.
         await self._kick_quietly(reply.session_id, newer_than=reply.seq if stream.error is not None else 0)
@@ -214,15 +263,26 @@ class ReplyService:
             stream_id=reply.id,
             session_id=reply.session_id,
             reply_to=reply.reply_to,
+            message_id=reply.id,
+            variant=reply.variant,
             message=MessageOut.model_validate(reply),
         )
         await self._events.to_rooms(rooms, start)
 
-    async def _prompt(self, reply: Message, user_id: UUID, persona_id: UUID | None, pending: list[Message]) -> Prompt:
+    async def _prompt(
+        self,
+        reply: Message,
+        user_id: UUID,
+        persona_id: UUID | None,
+        pending: list[Message],
+        redo: rework.Rework | None = None,
+    ) -> Prompt:
         async with self._pool.acquire() as conn:
             user = await self._users.get(conn, user_id)
             persona = await self._personas.get(conn, persona_id) if persona_id else None
             history = await self._chat.recent(conn, reply.session_id, before_seq=reply.seq, limit=HISTORY_LIMIT)
+        if redo is not None and redo.continuing:
+            history = rework.continuation_history(history, reply, redo)
         knowledge: list[str] = []
         if persona is not None and self._settings.knowledge_chunks:
             query = " ".join(m.content for m in pending)[-2000:]
@@ -249,19 +309,24 @@ class ReplyService:
         *,
         user_id: UUID,
         persona_id: UUID | None,
+        redo: rework.Rework | None = None,
     ) -> None:
         """Store the reply, announce its end, refund what it did not deliver; then let the session go."""
         try:
             if stream.error is not None:
-                await self._fail(reply, rooms, stream.error)
+                await self._fail(reply, rooms, stream.error, redo)
             else:
-                stored = await self._complete(reply, rooms, stream, started)
+                stored = await self._complete(reply, rooms, stream, started, redo)
                 if stored is not None and stored.status == "complete":
                     # In the background: the notification must neither delay nor fail the reply.
                     self._notices.spawn(self._reply_ready(stored, user_id, persona_id), name=f"reply-ready-{reply.id}")
             if stream.delivered_nothing:
-                # Nothing was delivered: the answered messages' quota or credits come back.
-                await self._quota.refund([m.id for m in pending])
+                # Nothing was delivered: what this work was charged comes back (a new reply: the answered
+                # messages' sends; a regeneration or continuation: its own turn).
+                if redo is not None:
+                    await self._quota.refund_turn(reply.id, redo.turn)
+                else:
+                    await self._quota.refund([m.id for m in pending])
         except Exception:  # the next reply must still start (in _run), whatever failed here
             log.exception("could not end the reply")
         finally:
@@ -272,23 +337,40 @@ class ReplyService:
             self._wake(reply.session_id)
             structlog.contextvars.unbind_contextvars("stream_id", "user_id")
 
-    async def _fail(self, reply: Message, rooms: list[str], error: ProviderError) -> None:
-        async with self._pool.acquire() as conn:
-            # Nothing half-made is stored as a reply; the row stays (seqs are gap-free) as failed.
-            await self._chat.finish_reply(conn, reply.id, content="", status="failed", usage=None)
+    async def _fail(
+        self, reply: Message, rooms: list[str], error: ProviderError, redo: rework.Rework | None = None
+    ) -> None:
+        restored: Message | None = None
+        async with self._pool.acquire() as conn, conn.transaction():
+            if redo is not None and redo.continuing:
+                # The reply goes back to what it was before it was continued.
+                restored = await self._chat.finish_reply(
+                    conn, reply.id, content=redo.prefix, status=redo.previous_status, usage=redo.previous_usage
+                )
+            else:
+                # Nothing half-made is stored as a reply; the row stays (seqs are gap-free) as failed.
+                failed_row = await self._chat.finish_reply(conn, reply.id, content="", status="failed", usage=None)
+                if redo is not None and failed_row is not None:
+                    # A failed regeneration keeps its variant (failed) and selects the one before it again.
+                    restored = await self._chat.select_variant(conn, reply.id, redo.previous_variant)
         # ProviderError codes are plain strings; the model checks that this one is an ai:error code.
         failed = AiErrorEvent(stream_id=reply.id, code=cast(AiErrorCode, error.code), message=error.message)
         await self._buffer.finish(str(reply.id), failed.name, failed.model_dump(mode="json"))
         await self._events.to_rooms(rooms, failed)
+        if restored is not None:
+            await self._events.to_rooms(rooms, MessageUpdatedEvent(message=MessageOut.model_validate(restored)))
         log.warning("reply failed", code=error.code, error=error.message)
 
-    async def _complete(self, reply: Message, rooms: list[str], stream: ReplyStream, started: float) -> Message | None:
+    async def _complete(
+        self, reply: Message, rooms: list[str], stream: ReplyStream, started: float, redo: rework.Rework | None = None
+    ) -> Message | None:
         """Store the reply and announce it (`ai:done`); the stored row, or None when another node ended it."""
         status = "stopped" if stream.stopped else "complete"
         usage = stream.usage
+        prefix = redo.prefix if redo is not None else ""
         async with self._pool.acquire() as conn:
             stored = await self._chat.finish_reply(
-                conn, reply.id, content="".join(stream.texts), status=status, usage=usage
+                conn, reply.id, content=prefix + "".join(stream.texts), status=status, usage=usage
             )
         if stored is None:  # marked failed as stale by another node meanwhile; nothing more to say
             return None
@@ -299,6 +381,8 @@ class ReplyService:
         )
         await self._buffer.finish(str(reply.id), done.name, done.model_dump(mode="json"))
         await self._events.to_rooms(rooms, done)
+        if redo is not None:  # a stored message changed: announced as every change is
+            await self._events.to_rooms(rooms, MessageUpdatedEvent(message=done.message))
         log.info("reply done", status=status, chunks=len(stream.texts), seconds=round(time.perf_counter() - started, 3))
         return stored
 

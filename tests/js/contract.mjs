@@ -186,5 +186,30 @@ await check("message:edit, message:delete and sync by rev: every change once, to
   assert.equal(stranger.error.code, "not_found");
 });
 
+await check("ai:regenerate streams a new variant of the newest reply; message:select picks one", async () => {
+  let newest;
+  for (let i = 0; i < 100; i++) {
+    const all = await socket.timeout(5000).emitWithAck("sync", { session_id: sessionId, after_seq: 0 });
+    newest = all.messages.filter((m) => m.status !== "deleted").at(-1);
+    if (newest.role === "assistant" && newest.status === "complete") break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const start = nextEvent(socket, "ai:start", 10000, (d) => d.message_id === newest.id);
+  const done = nextEvent(socket, "ai:done", 10000, (d) => d.message.id === newest.id);
+  const ack = await socket.timeout(5000).emitWithAck("ai:regenerate", { message_id: newest.id });
+  assert.equal(ack.ok, true);
+  assert.equal(ack.message.status, "streaming");
+  const started = await start;
+  assert.equal(started.variant, 1);
+  const finished = await done;
+  assert.equal(finished.message.variants.length, 2);
+  assert.equal(finished.message.variant, 1);
+  assert.equal(finished.message.variants[0].content, newest.content);
+  const picked = await socket.timeout(5000).emitWithAck("message:select", { message_id: newest.id, variant: 0 });
+  assert.equal(picked.ok, true);
+  assert.equal(picked.message.content, newest.content);
+  assert.ok(picked.message.rev > finished.message.rev);
+});
+
 socket.close();
 console.log(JSON.stringify({ ok: true, checks: results }));

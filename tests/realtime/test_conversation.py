@@ -124,6 +124,8 @@ async def test_rewind_stops_the_streaming_reply_and_keeps_seqs(
     rewound = await phone.call("chat:rewind", {"session_id": chat["id"], "to_seq": 2}, timeout=20)
     assert rewound["ok"], rewound
     assert rewound["deleted"] == 2
+    # The streaming reply was stopped (and stored) before it became a tombstone.
+    assert inbox["ai:done"][-1]["message"]["status"] == "stopped" and len(inbox["ai:done"]) == 2
     rows = await history(client, user, chat["id"])
     assert [(m["seq"], m["status"]) for m in rows] == [(1, "complete"), (2, "complete"), (3, "deleted"), (4, "deleted")]
     assert (await phone.call("message:send", _send(chat["id"], "third")))["ok"]

@@ -33,4 +33,4 @@ async def test_socket_io_client_contract(client: TestClient) -> None:
     stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode == 0, stderr.decode() + stdout.decode()
     summary = json.loads(stdout.decode().strip().splitlines()[-1])
-    assert summary["ok"] is True and len(summary["checks"]) == 11
+    assert summary["ok"] is True and len(summary["checks"]) == 12

@@ -240,7 +240,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     registry = EventRegistry(sio, users, app[METRICS])
     app[CONVERSATION_SERVICE] = ConversationService(
-        pool=app[POOL], events=events, replies=app[REPLY_SERVICE], message_max_chars=settings.message_max_chars
+        pool=app[POOL],
+        events=events,
+        chat=app[CHAT_SERVICE],
+        replies=app[REPLY_SERVICE],
+        message_max_chars=settings.message_max_chars,
     )
     chat_events.register(
         sio,

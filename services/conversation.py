@@ -19,6 +19,7 @@ from core.entities import ChatSession, Message, Principal
 from core.errors import Busy, Conflict, NotFound, ValidationFailed
 from core.events import Events, MessageUpdatedEvent, chat_room, user_room
 from core.wire import MessageOut
+from services.chat import ChatService
 from services.replies import ReplyService
 from storage.chat import ChatStore
 
@@ -42,8 +43,11 @@ class Rewound:
 
 
 class ConversationService:
-    def __init__(self, *, pool: asyncpg.Pool, events: Events, replies: ReplyService, message_max_chars: int) -> None:
+    def __init__(
+        self, *, pool: asyncpg.Pool, events: Events, chat: ChatService, replies: ReplyService, message_max_chars: int
+    ) -> None:
         self._pool = pool
+        self._chat = chat
         self._events = events
         self._replies = replies
         self._max_chars = message_max_chars
@@ -125,7 +129,7 @@ class ConversationService:
     async def rewind(self, user: Principal, session_id: UUID, to_seq: int) -> Rewound:
         """Every message after `to_seq` becomes a tombstone; a reply streaming in the session is stopped (and
         stored) first. `to_seq` past the session's last seq: 422 `invalid` (the client's view is stale)."""
-        session = await self._owned(user, session_id)
+        session = await self._chat.get_session(user, session_id)
         if to_seq > session.last_seq:
             raise ValidationFailed(
                 f"to_seq: the session's last seq is {session.last_seq}",
@@ -170,13 +174,6 @@ class ConversationService:
                 conn, session_id=session_id, after_rev=after_rev, limit=SYNC_PAGE + 1
             )
         return RevSync(rows[:SYNC_PAGE], len(rows) > SYNC_PAGE, session.last_seq, session.last_rev)
-
-    async def _owned(self, user: Principal, session_id: UUID) -> ChatSession:
-        async with self._pool.acquire() as conn:
-            session = await self._store.owned_session(conn, session_id=session_id, user_id=user.id)
-        if session is None:
-            raise NotFound("chat session not found")
-        return session
 
     async def _changeable(
         self, conn: asyncpg.Connection, user: Principal, message_id: UUID, session_id: UUID | None

@@ -69,22 +69,29 @@ class Blocker:
         return {}
 
 
+async def hold_the_worker(client: TestClient, user: dict[str, Any], names: list[str]) -> Blocker:
+    """The one worker busy with a blocker job; `test_record` jobs append their `name` param to `names`."""
+    jobs = client.app[JOB_SERVICE]
+    blocker = Blocker()
+
+    async def record(run: JobRun) -> dict[str, Any]:
+        names.append(run.params["name"])
+        return {"name": run.params["name"]}
+
+    jobs.register(JobKind("test_block", blocker))
+    jobs.register(JobKind("test_record", record))
+    await jobs.create(UUID(user["user"]["id"]), "test_block", {})
+    await asyncio.wait_for(blocker.started.wait(), 10)
+    return blocker
+
+
 async def test_a_high_priority_job_runs_before_queued_low_ones(one_worker: TestClient) -> None:
     client = one_worker
     jobs = client.app[JOB_SERVICE]
     user = await register(client)
     uid = UUID(user["user"]["id"])
-    blocker = Blocker()
     order: list[str] = []
-
-    async def record(run: JobRun) -> dict[str, Any]:
-        order.append(run.params["name"])
-        return {"name": run.params["name"]}
-
-    jobs.register(JobKind("test_block", blocker))
-    jobs.register(JobKind("test_record", record))
-    await jobs.create(uid, "test_block", {})
-    await asyncio.wait_for(blocker.started.wait(), 10)
+    blocker = await hold_the_worker(client, user, order)
     for i in range(5):
         await jobs.create(uid, "test_record", {"name": f"low-{i}"}, priority=0)
     high = await jobs.create(uid, "test_record", {"name": "high"}, priority=10)
@@ -150,17 +157,8 @@ async def test_a_cancelled_queued_job_never_runs(one_worker: TestClient) -> None
     jobs = client.app[JOB_SERVICE]
     user = await register(client)
     uid = UUID(user["user"]["id"])
-    blocker = Blocker()
     ran: list[str] = []
-
-    async def record(run: JobRun) -> dict[str, Any]:
-        ran.append(run.params["name"])
-        return {}
-
-    jobs.register(JobKind("test_block", blocker))
-    jobs.register(JobKind("test_record", record))
-    await jobs.create(uid, "test_block", {})
-    await asyncio.wait_for(blocker.started.wait(), 10)
+    blocker = await hold_the_worker(client, user, ran)
     victim = await jobs.create(uid, "test_record", {"name": "victim"})
     other = await jobs.create(uid, "test_record", {"name": "other"})
     resp = await client.post(f"/api/v1/jobs/{victim.id}/cancel", headers=bearer(user))

@@ -16,6 +16,9 @@ COPY services ./services
 COPY providers ./providers
 COPY storage ./storage
 COPY scheduler ./scheduler
+COPY jobs ./jobs
+COPY core ./core
+COPY web ./web
 
 RUN useradd --system --uid 10001 --home /data parlor && mkdir -p /data && chown parlor /data
 USER parlor

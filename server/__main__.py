@@ -91,9 +91,11 @@ def serve(settings: Settings) -> int:
         app.on_startup.append(_tune_gc)
     url = docs_url(settings.host, settings.port)
 
+    app_url = url.removesuffix("api/docs")
+
     def listening(_: Any) -> None:
         # run_app calls this once the sockets listen (its own banner is not structured).
-        log.info(f"listening: open {url}", url=url)
+        log.info(f"listening: open {app_url} (the web app; the API at {url})", url=app_url, docs=url)
 
     try:
         web.run_app(

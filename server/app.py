@@ -25,6 +25,7 @@ from handlers import middlewares
 from handlers import notifications as notification_handlers
 from handlers import personas as persona_handlers
 from handlers import usage as usage_handlers
+from handlers import web as web_handlers
 from handlers.api import register_apis
 from handlers.keys import (
     ADMIN_SERVICE,
@@ -102,6 +103,7 @@ HANDLER_MODULES = (
     usage_handlers,
     notification_handlers,
     job_handlers,
+    web_handlers,
 )
 
 
@@ -321,6 +323,7 @@ def create_app(settings: Settings) -> web.Application:
 
     register_apis(app, [module.api for module in HANDLER_MODULES], json_max_bytes=settings.json_max_bytes)
     docs_handlers.add_static(app)
+    web_handlers.add_static(app)
 
     # Order matters: database, then Redis, then the files service (blob store, image workers), the
     # services built on them, the job queue's worker (which runs their methods), then billing and the

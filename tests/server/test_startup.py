@@ -27,7 +27,7 @@ async def test_log_says_which_url_to_open(settings: Settings, tmp_path: Path) ->
     finally:
         assert _stop(proc) == 0
     urls = [line.get("url") for line in log_lines(tmp_path, port) if line.get("url")]
-    assert urls == [f"http://127.0.0.1:{port}/api/docs"]
+    assert urls == [f"http://127.0.0.1:{port}/"]  # the web app; the API docs beside it
 
 
 def test_busy_port_is_one_clear_line_and_a_non_zero_exit(tmp_path: Path) -> None:

@@ -184,7 +184,9 @@ async function chatView(sessionId) {
     lastRev = Math.max(lastRev, message.rev);
     let row = rows.get(message.id);
     if (!row) {
-      row = { node: el("li", { class: `msg ${message.role}` }) };
+      const text = el("div", { class: "text" });
+      const tools = el("div", { class: "tools" });
+      row = { node: el("li", { class: `msg ${message.role}` }, text, tools), text, tools };
       rows.set(message.id, row);
       const after = [...rows.values()].map((r) => r.message).filter((m) => m && m.seq > message.seq);
       const next = after.length ? rows.get(after.sort((a, b) => a.seq - b.seq)[0].id).node : null;
@@ -192,18 +194,50 @@ async function chatView(sessionId) {
     }
     row.message = message;
     row.node.dataset.status = message.status;
-    row.node.textContent = message.status === "deleted" ? "(deleted)" : message.content;
+    row.text.textContent = message.status === "deleted" ? "(deleted)" : message.content;
+    renderTools();
+  }
+
+  // Variant arrows on replies with several; regenerate on the newest reply; delete on every live message.
+  function renderTools() {
+    const live = [...rows.values()].map((r) => r.message).filter((m) => m.status !== "deleted");
+    const newest = live.sort((a, b) => b.seq - a.seq)[0];
+    for (const { message, tools } of rows.values()) {
+      const controls = [];
+      const count = message.variants.length;
+      if (count > 1 && message.status !== "streaming") {
+        const pick = (v) => s.timeout(5000).emitWithAck("message:select", { message_id: message.id, variant: v }).then((a) => a.ok && render(a.message));
+        controls.push(
+          el("button", { type: "button", disabled: message.variant === 0, "aria-label": "Previous variant", onclick: () => pick(message.variant - 1) }, "‹"),
+          el("span", { class: "variant" }, `${message.variant + 1}/${count}`),
+          el("button", { type: "button", disabled: message.variant === count - 1, "aria-label": "Next variant", onclick: () => pick(message.variant + 1) }, "›"),
+        );
+      }
+      if (newest && message.id === newest.id && message.role === "assistant" && message.kind === "message" && message.status !== "streaming") {
+        controls.push(el("button", { type: "button", onclick: () => s.emit("ai:regenerate", { message_id: message.id }) }, "Regenerate"));
+      }
+      if (message.status !== "deleted" && message.status !== "streaming") {
+        controls.push(
+          el("button", {
+            type: "button",
+            "aria-label": `Delete message ${message.seq}`,
+            onclick: () => s.timeout(5000).emitWithAck("message:delete", { message_id: message.id }).then((a) => a.ok && render(a.message)),
+          }, "Delete"),
+        );
+      }
+      tools.replaceChildren(...controls);
+    }
   }
 
   function appendChunk(id, text) {
     const row = rows.get(id);
-    if (row) row.node.textContent += text;
+    if (row) row.text.textContent += text;
   }
 
+  const s = connect();
   const history = await api("GET", `/chat/sessions/${sessionId}/messages?limit=200`);
   history.items.forEach(render);
 
-  const s = connect();
   async function join() {
     await s.timeout(5000).emitWithAck("chat:join", { session_id: sessionId });
     // After a reconnect: everything that changed, then the reply still streaming, from where it is.
@@ -211,7 +245,7 @@ async function chatView(sessionId) {
     if (synced.ok) synced.messages.forEach(render);
     for (const stream of synced.streams || []) {
       const row = rows.get(stream.stream_id);
-      if (row) row.node.textContent = "";
+      if (row) row.text.textContent = "";
       streamId = stream.stream_id;
       stop.disabled = false;
       await s.timeout(5000).emitWithAck("ai:resume", { stream_id: stream.stream_id, from_index: 0 });

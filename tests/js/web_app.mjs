@@ -39,7 +39,7 @@ try {
     await page.getByRole("button", { name: "Create persona" }).click();
     await page.getByRole("button", { name: "Chat with Ada" }).click();
     await page.locator(".msg.assistant").first().waitFor();
-    assert.match(await page.locator(".msg.assistant").first().textContent(), /I am Ada\./);
+    assert.match(await page.locator(".msg.assistant .text").first().textContent(), /I am Ada\./);
     await page.getByLabel("Your message").fill("Tell me about engines");
     await page.getByRole("button", { name: "Send" }).click();
     // The reply grows over several frames before it is done.
@@ -47,7 +47,7 @@ try {
     await reply.waitFor();
     const seen = new Set();
     for (let i = 0; i < 200; i++) {
-      seen.add(await reply.textContent());
+      seen.add(await reply.locator(".text").textContent());
       if ((await reply.getAttribute("data-status")) === "complete") break;
       await page.waitForTimeout(25);
     }
@@ -69,7 +69,7 @@ try {
       const all = document.querySelectorAll(".msg.assistant");
       return all.length && all[all.length - 1].dataset.status === "complete";
     }, null, { timeout: 15000 });
-    const text = await last.textContent();
+    const text = await last.locator(".text").textContent();
     const stored = await page.evaluate(async () => {
       const s = JSON.parse(localStorage.getItem("parlor.session"));
       const id = location.hash.split("/")[2];
@@ -78,6 +78,22 @@ try {
       return items[items.length - 1].content;
     });
     assert.equal(text, stored);
+  });
+
+  await check("regenerate, then switch between the variants", async () => {
+    const last = page.locator(".msg.assistant").last();
+    const first = await last.locator(".text").textContent();
+    await last.getByRole("button", { name: "Regenerate" }).click();
+    await last.locator(".variant", { hasText: "2/2" }).waitFor({ timeout: 15000 });
+    await page.waitForFunction(() => {
+      const all = document.querySelectorAll(".msg.assistant");
+      return all[all.length - 1].dataset.status === "complete";
+    });
+    await last.getByRole("button", { name: "Previous variant" }).click();
+    await last.locator(".variant", { hasText: "1/2" }).waitFor();
+    assert.equal(await last.locator(".text").textContent(), first);
+    await last.getByRole("button", { name: "Next variant" }).click();
+    await last.locator(".variant", { hasText: "2/2" }).waitFor();
   });
 
   await check("at 360 px nothing overflows and every control has a name", async () => {

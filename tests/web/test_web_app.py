@@ -1,5 +1,5 @@
 """The web app at `/` in a real headless Chromium (Debian's `chromium`, driven by npm playwright-core): sign
-up, a persona with a greeting, a reply streaming in, a reload mid-reply, 360 px without overflow, every control
+up, a persona with a greeting, a reply streaming in, a reload mid-reply, regenerate and switch variants, 360 px without overflow, every control
 named, no console error and no request to another host. Screenshots land in tests/web/shots/ (artifacts)."""
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ async def test_the_web_app_in_chromium(settings: Settings) -> None:
         await runner.cleanup()
     assert proc.returncode == 0, stderr.decode() + stdout.decode()
     summary = json.loads(stdout.decode().strip().splitlines()[-1])
-    assert summary["ok"] is True and len(summary["checks"]) == 3
+    assert summary["ok"] is True and len(summary["checks"]) == 4
 
 
 async def test_the_page_is_served_with_a_strict_policy(client: Any) -> None:

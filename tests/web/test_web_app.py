@@ -1,6 +1,7 @@
 """The web app at `/` in a real headless Chromium (Debian's `chromium`, driven by npm playwright-core): sign
-up, a persona with a greeting, a reply streaming in, a reload mid-reply, regenerate and switch variants, 360 px without overflow, every control
-named, no console error and no request to another host. Screenshots land in tests/web/shots/ (artifacts)."""
+up, a persona with a greeting, a reply streaming in, a reload mid-reply, regenerate and switch variants,
+360 px without overflow, every control named, no console error and no request to another host. Screenshots
+land in tests/web/shots/ (artifacts)."""
 
 from __future__ import annotations
 

@@ -235,6 +235,30 @@ async function chatView(sessionId) {
   }
 
   const s = connect();
+  // The controls exist before any socket handler can touch them (a reconnect may run join at once).
+  const input = el("textarea", { id: "composer", rows: 2, required: true, maxlength: 8000 });
+  const stop = el("button", { type: "button", disabled: true, onclick: () => streamId && s.emit("ai:stop", { stream_id: streamId }) }, "Stop");
+  const form = el(
+    "form",
+    {
+      class: "composer",
+      onsubmit: async (e) => {
+        e.preventDefault();
+        const content = input.value.trim();
+        if (!content) return;
+        input.value = "";
+        const ack = await s.timeout(10000).emitWithAck("message:send", {
+          session_id: sessionId,
+          client_id: crypto.randomUUID(),
+          content,
+        });
+        if (ack.ok) render(ack.message);
+        else say(`${ack.error.code}: ${ack.error.message}`);
+      },
+    },
+    el("label", { for: "composer", class: "visually-hidden" }, "Your message"), input,
+    el("div", { class: "row" }, el("button", { type: "submit" }, "Send"), stop),
+  );
   const history = await api("GET", `/chat/sessions/${sessionId}/messages?limit=200`);
   history.items.forEach(render);
 
@@ -273,29 +297,6 @@ async function chatView(sessionId) {
   s.off("message:updated").on("message:updated", (d) => d.message.session_id === sessionId && render(d.message));
   if (s.connected) await join();
 
-  const input = el("textarea", { id: "composer", rows: 2, required: true, maxlength: 8000 });
-  const stop = el("button", { type: "button", disabled: true, onclick: () => streamId && s.emit("ai:stop", { stream_id: streamId }) }, "Stop");
-  const form = el(
-    "form",
-    {
-      class: "composer",
-      onsubmit: async (e) => {
-        e.preventDefault();
-        const content = input.value.trim();
-        if (!content) return;
-        input.value = "";
-        const ack = await s.timeout(10000).emitWithAck("message:send", {
-          session_id: sessionId,
-          client_id: crypto.randomUUID(),
-          content,
-        });
-        if (ack.ok) render(ack.message);
-        else say(`${ack.error.code}: ${ack.error.message}`);
-      },
-    },
-    el("label", { for: "composer", class: "visually-hidden" }, "Your message"), input,
-    el("div", { class: "row" }, el("button", { type: "submit" }, "Send"), stop),
-  );
   app.replaceChildren(el("h2", {}, chat.title), list, form);
   input.focus();
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -229,3 +230,32 @@ async def settled_rows(database_url: str, session_id: str, limit: float = 20.0) 
             await asyncio.sleep(0.02)
     finally:
         await conn.close()
+
+
+JS_DIR = Path(__file__).resolve().parent / "js"
+
+
+async def run_node_checks(script: str, env: dict[str, str], *, limit: float) -> list[str]:
+    """Run a tests/js script under node with `env` added; it prints `{"ok": true, "checks": [...]}` last.
+    Fails the test with the script's output when it exits non-zero. Returns the names of its checks."""
+    import asyncio
+    import os
+    import shutil
+
+    js_dir = JS_DIR
+    node = shutil.which("node")
+    assert node, "node is required (Node 20+)"
+    assert (js_dir / "node_modules").exists(), "run: npm ci --prefix tests/js"
+    proc = await asyncio.create_subprocess_exec(
+        node,
+        str(js_dir / script),
+        cwd=js_dir,
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=limit)
+    assert proc.returncode == 0, stderr.decode() + stdout.decode()
+    summary = json.loads(stdout.decode().strip().splitlines()[-1])
+    assert summary["ok"] is True
+    return list(summary["checks"])

@@ -30,10 +30,10 @@ async def test_the_web_app_in_chromium(settings: Settings) -> None:
     SHOTS.mkdir(exist_ok=True)
     env = {"PARLOR_URL": f"http://127.0.0.1:{port}", "SHOTS": str(SHOTS), "CHROMIUM": chromium}
     try:
-        checks = await run_node_checks("web_app.mjs", env, limit=120)
+        checks = await run_node_checks("web_app.mjs", env, limit=240)
     finally:
         await runner.cleanup()
-    assert len(checks) == 4
+    assert len(checks) == 12
 
 
 async def test_the_page_is_served_with_a_strict_policy(client: Any) -> None:

@@ -34,7 +34,7 @@ export async function chatView(app, sessionId) {
         blobUrl(`/api/v1/files/${f.id}/content?variant=thumbnail`).then((u) => (img.src = u)).catch(() => {});
         return img;
       }
-      return el("button", { type: "button", class: "quiet file", onclick: () => attempt(() => download(`/files/${f.id}/content`, f.filename)) }, `📎 ${f.filename || "file"}`);
+      return el("button", { type: "button", class: "quiet file", onclick: () => attempt(() => download(`/files/${f.id}/content`, f.filename)) }, `File: ${f.filename || "file"}`);
     });
   }
 

@@ -44,7 +44,7 @@ function chatRow(c) {
       await api("PATCH", `/chat/sessions/${c.id}`, { pinned: !c.pinned });
       location.hash === "#/" ? window.dispatchEvent(new HashChangeEvent("hashchange")) : (location.hash = "#/");
     }),
-  }, c.pinned ? "📌 Pinned" : "Pin");
+  }, c.pinned ? "Pinned" : "Pin");
   return el("li", {}, el("a", { href: `#/chat/${c.id}` }, c.title), pin);
 }
 

@@ -52,7 +52,12 @@ const problems = [];
 function watch(page) {
   if (process.env.DEBUG) page.on("console", (m) => console.error(`[page ${m.type()}] ${m.text()}`));
   if (process.env.DEBUG) page.on("websocket", (ws) => { console.error(`[ws open] ${ws.url()}`); ws.on("close", () => console.error("[ws close]")); });
-  page.on("console", (m) => m.type() === "error" && problems.push(`console: ${m.text()}`));
+  // A failed load is judged by its response below (the console line does not name the URL).
+  page.on("console", (m) => m.type() === "error" && !m.text().startsWith("Failed to load resource") && problems.push(`console: ${m.text()}`));
+  // Other tests' public personas share the suite's database; one whose avatar is gone answers 404.
+  page.on("response", (r) => {
+    if (r.status() >= 400 && !(r.status() === 404 && /\/personas\/[^/]+\/avatar/.test(r.url()))) problems.push(`HTTP ${r.status()}: ${r.url()}`);
+  });
   page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
   page.on("request", (r) => {
     const target = new URL(r.url());

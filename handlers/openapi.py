@@ -201,7 +201,9 @@ def _operation(method: str, path: str, endpoint: Endpoint, components: _Componen
 def _static(path: str) -> dict[str, Any]:
     return {
         "operationId": "get_" + re.sub(r"[^A-Za-z0-9]+", "_", path).strip("_") + "_file",
-        "summary": "A Swagger UI file (served locally, no CDN)",
+        "summary": "A web app file: its scripts, styles and vendored socket.io-client"
+        if path == "/web"
+        else "A Swagger UI file (served locally, no CDN)",
         "tags": ["system"],
         "parameters": [{"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}],
         "responses": {

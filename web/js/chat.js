@@ -2,7 +2,7 @@
 // attachments, typing signals, export with progress, and resuming after a reconnect (sync after_rev, then
 // ai:resume of each live stream, then chat:join), so that the screen ends equal to the server's state.
 import { api, blobUrl, download, upload } from "./api.js";
-import { attempt, el, say } from "./dom.js";
+import { attempt, el, pressTwice, say } from "./dom.js";
 import { connect, onJob } from "./live.js";
 
 const ACK_MS = 10000;
@@ -94,15 +94,9 @@ export async function chatView(app, sessionId) {
             type: "button",
             disabled: busy,
             "aria-label": `Rewind to message ${message.seq}`,
-            onclick: (e) => {
-              // Two steps: rewinding deletes every later message.
-              if (e.target.dataset.armed !== "1") {
-                e.target.dataset.armed = "1";
-                e.target.textContent = "Delete all after?";
-                return;
-              }
-              emit("chat:rewind", { session_id: sessionId, to_seq: message.seq }).then((a) => a.ok && catchUp());
-            },
+            // Rewinding deletes every later message: asked twice.
+            onclick: pressTwice("Delete all after?", () =>
+              emit("chat:rewind", { session_id: sessionId, to_seq: message.seq }).then((a) => a.ok && catchUp())),
           }, "Rewind here"));
         }
       }

@@ -43,3 +43,15 @@ export async function attempt(action) {
     return undefined;
   }
 }
+
+// A destructive action asked twice: the first press changes the button's text to `ask`, the second acts.
+export function pressTwice(ask, action) {
+  return (e) => {
+    if (e.currentTarget.dataset.armed !== "1") {
+      e.currentTarget.dataset.armed = "1";
+      e.currentTarget.textContent = ask;
+      return;
+    }
+    action();
+  };
+}

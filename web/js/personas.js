@@ -1,7 +1,7 @@
 // Home (the persona gallery: mine, trending, search; and my chats, pinned first), the persona editor
 // with an avatar upload, and Character Card import and export.
 import { api, blobUrl, current, download, importCard, upload } from "./api.js";
-import { attempt, el, field, say } from "./dom.js";
+import { attempt, el, field, pressTwice, say } from "./dom.js";
 
 function avatar(persona, size = "") {
   const img = el("img", { class: `avatar ${size}`, alt: "", width: 48, height: 48 });
@@ -152,18 +152,10 @@ export async function personaView(app, personaId) {
     el("button", {
       type: "button",
       class: "danger",
-      onclick: (e) => {
-        // Two steps: the first press asks, the second deletes.
-        if (e.target.dataset.armed !== "1") {
-          e.target.dataset.armed = "1";
-          e.target.textContent = "Press again to delete";
-          return;
-        }
-        attempt(async () => {
-          await api("DELETE", `/personas/${persona.id}`);
-          location.hash = "#/";
-        });
-      },
+      onclick: pressTwice("Press again to delete", () => attempt(async () => {
+        await api("DELETE", `/personas/${persona.id}`);
+        location.hash = "#/";
+      })),
     }, "Delete persona")) : null;
   app.replaceChildren(form, extra);
   name.focus();
